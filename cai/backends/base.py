@@ -1,0 +1,90 @@
+"""The inference backend protocol every stage talks to.
+
+Stages hand a whole batch of conversations to one call; backends decide how to keep their engine
+full. Nothing here imports torch or vllm, so stage logic stays testable with a scripted backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+
+class SamplingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(256, ge=1, description="Upper bound on generated tokens per completion.")
+    temperature: float = Field(0.7, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, description="Completions per conversation, sampled in one call.")
+    seed: int | None = Field(None, description="Makes sampling reproducible per conversation.")
+    stop: list[str] = Field(default_factory=list)
+
+
+class Completion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    tokens: int = Field(ge=0, description="Generated tokens.")
+    finish_reason: Literal["stop", "length", "error"] = "stop"
+    error: str | None = Field(None, description="Why a request failed (HTTP backend only).")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every engine provides. Both calls are batched: one call per chunk of work."""
+
+    name: str
+    model: str
+
+    def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        """One list of `params.n` completions per conversation, in input order."""
+        ...
+
+    def choice_logprobs(
+        self,
+        conversations: Sequence[Conversation],
+        assistant_prefix: str,
+        options: Sequence[str],
+    ) -> list[dict[str, float]]:
+        """Log-probability of each option as the next token after `assistant_prefix`.
+
+        The prefix is the start of the assistant's reply (e.g. "The better response is ("). An
+        option the engine gives no probability for gets -inf.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def normalise_pair(logprobs: dict[str, float], first: str, second: str) -> float:
+    """P(first) renormalised over the two options; 0.5 when the engine saw neither."""
+    a, b = logprobs.get(first, -math.inf), logprobs.get(second, -math.inf)
+    if a == -math.inf and b == -math.inf:
+        return 0.5
+    m = max(a, b)
+    ea, eb = math.exp(a - m), math.exp(b - m)
+    return ea / (ea + eb)
+
+
+def option_token_variants(option: str) -> tuple[str, ...]:
+    """Decoded token texts that count as `option` (tokenizers often glue a leading space)."""
+    return (option, " " + option)
+
+
+def merge_option_logprobs(token_logprobs: dict[str, float], options: Sequence[str]) -> dict[str, float]:
+    """Sum probability mass of the token variants of each option (e.g. "A" and " A")."""
+    out: dict[str, float] = {}
+    for opt in options:
+        mass = 0.0
+        for variant in option_token_variants(opt):
+            lp = token_logprobs.get(variant)
+            if lp is not None and lp > -math.inf:
+                mass += math.exp(lp)
+        out[opt] = math.log(mass) if mass > 0 else -math.inf
+    return out

@@ -1,0 +1,57 @@
+"""The `cai` command line: parses flags into configs and calls the stage functions.
+
+Exit codes: 0 ok, 1 failure, 2 usage or input error (UsageError, click's own usage errors, and
+pydantic validation errors of user input).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from cai.errors import UsageError
+
+
+class CaiGroup(click.Group):
+    """Turns our exceptions into exit codes and one readable line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except UsageError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: finished chunks are saved; rerun the same command to resume.", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the CLI boundary
+            if os.environ.get("CAI_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("(set CAI_DEBUG=1 for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=CaiGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cai")
+def main() -> None:
+    """cai: turn a written constitution into aligned models, without human labels."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _register() -> None:
+    from cai.commands import register
+
+    register(main)
+
+
+_register()
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Placeholder: being written."""
+import click
+
+
+@click.group(name="constitution")
+def constitution() -> None:
+    """(being written)"""

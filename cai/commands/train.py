@@ -1,0 +1,7 @@
+"""Placeholder: being written."""
+import click
+
+
+@click.group(name="train")
+def train() -> None:
+    """(being written)"""

