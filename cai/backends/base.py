@@ -6,6 +6,8 @@ full. Nothing here imports torch or vllm, so stage logic stays testable with a s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Literal, Protocol, Sequence, runtime_checkable
 
@@ -49,13 +51,14 @@ class Backend(Protocol):
     def choice_logprobs(
         self,
         conversations: Sequence[Conversation],
-        assistant_prefix: str,
+        assistant_prefix: str | Sequence[str],
         options: Sequence[str],
     ) -> list[dict[str, float]]:
         """Log-probability of each option as the next token after `assistant_prefix`.
 
-        The prefix is the start of the assistant's reply (e.g. "The better response is ("). An
-        option the engine gives no probability for gets -inf.
+        The prefix is the start of the assistant's reply (e.g. "The better response is ("), one for
+        all conversations or one each (a judge's own rationale goes there in CoT mode). An option
+        the engine gives no probability for gets -inf.
         """
         ...
 
@@ -70,6 +73,20 @@ def normalise_pair(logprobs: dict[str, float], first: str, second: str) -> float
     m = max(a, b)
     ea, eb = math.exp(a - m), math.exp(b - m)
     return ea / (ea + eb)
+
+
+def conversation_seed(seed: int, conversation: Conversation) -> int:
+    """A stable per-request seed derived from the run seed and the conversation's content."""
+    h = hashlib.sha256(json.dumps([seed, conversation], sort_keys=True).encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def prefixes_for(assistant_prefix: str | Sequence[str], n: int) -> list[str]:
+    if isinstance(assistant_prefix, str):
+        return [assistant_prefix] * n
+    if len(assistant_prefix) != n:
+        raise ValueError(f"{len(assistant_prefix)} assistant prefixes for {n} conversations")
+    return list(assistant_prefix)
 
 
 def option_token_variants(option: str) -> tuple[str, ...]:

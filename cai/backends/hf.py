@@ -1,0 +1,120 @@
+"""transformers backend: the fallback where vLLM does not run, and the reference for correctness.
+
+Batched generation with left padding; conversations are sorted by length inside a call so that a
+micro-batch wastes little on padding, and results are put back in input order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from cai.backends.base import Completion, Conversation, SamplingParams, option_token_variants, prefixes_for
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model: str, *, dtype: str = "bfloat16", batch_size: int = 16, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = model
+        self.batch_size = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tok = AutoTokenizer.from_pretrained(model)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
+
+    def _render(self, conv: Conversation, *, prefix: str | None = None) -> str:
+        if prefix is None:
+            return self.tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        conv = list(conv) + [{"role": "assistant", "content": prefix}]
+        return self.tok.apply_chat_template(conv, tokenize=False, continue_final_message=True)
+
+    def _batches(self, texts: list[str]):
+        """Index batches of similar length (less padding), in order of decreasing length."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for s in range(0, len(order), self.batch_size):
+            yield order[s : s + self.batch_size]
+
+    def _encode(self, texts: list[str]):
+        # The chat template already holds the BOS and role markers.
+        return self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+
+    def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        import torch
+
+        texts = [self._render(c) for c in conversations]
+        results: list[list[Completion]] = [[] for _ in texts]
+        eos = {self.tok.eos_token_id, self.tok.pad_token_id} - {None}
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        for idx in self._batches(texts):
+            enc = self._encode([texts[i] for i in idx])
+            sample = params.temperature > 0
+            kwargs = dict(
+                max_new_tokens=params.max_tokens,
+                do_sample=sample,
+                num_return_sequences=params.n,
+                pad_token_id=self.tok.pad_token_id,
+            )
+            if sample:
+                kwargs.update(temperature=params.temperature, top_p=params.top_p)
+            else:
+                kwargs.update(temperature=None, top_p=None, top_k=None)
+            if params.stop:
+                kwargs.update(stop_strings=list(params.stop), tokenizer=self.tok)
+            with torch.inference_mode():
+                out = self.lm.generate(**enc, **kwargs)
+            gen = out[:, enc["input_ids"].shape[1] :].tolist()
+            for j, i in enumerate(idx):
+                for k in range(params.n):
+                    results[i].append(self._completion(gen[j * params.n + k], eos, params))
+        return results
+
+    def _completion(self, ids: list[int], eos: set[int], params: SamplingParams) -> Completion:
+        n_tok, stopped = len(ids), False
+        for pos, t in enumerate(ids):
+            if t in eos:
+                n_tok, stopped = pos + 1, True
+                break
+        text = self.tok.decode(ids[: n_tok - 1 if stopped else n_tok], skip_special_tokens=True)
+        for s in params.stop:  # like vLLM: the stop string itself is not part of the answer
+            cut = text.find(s)
+            if cut >= 0:
+                text, stopped = text[:cut], True
+        reason = "stop" if stopped or n_tok < params.max_tokens else "length"
+        return Completion(text=text, tokens=n_tok, finish_reason=reason)
+
+    def option_ids(self, option: str) -> list[int]:
+        ids = set()
+        for variant in option_token_variants(option):
+            toks = self.tok.encode(variant, add_special_tokens=False)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return sorted(ids)
+
+    def choice_logprobs(self, conversations: Sequence[Conversation], assistant_prefix: str | Sequence[str],
+                        options: Sequence[str]) -> list[dict[str, float]]:
+        import torch
+
+        prefixes = prefixes_for(assistant_prefix, len(conversations))
+        texts = [self._render(c, prefix=p) for c, p in zip(conversations, prefixes)]
+        ids = {o: self.option_ids(o) for o in options}
+        results: list[dict[str, float]] = [{} for _ in texts]
+        for idx in self._batches(texts):
+            enc = self._encode([texts[i] for i in idx])
+            with torch.inference_mode():
+                logits = self.lm(**enc).logits[:, -1, :].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            for j, i in enumerate(idx):
+                results[i] = {
+                    o: (torch.logsumexp(logp[j, ids[o]], 0).item() if ids[o] else -math.inf) for o in options
+                }
+        return results
+
+    def close(self) -> None:
+        pass

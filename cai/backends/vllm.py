@@ -1,0 +1,162 @@
+"""vLLM offline engine (GPU or CPU build): the fast path.
+
+Every vLLM call lives in this file, since its API moves between releases. The engine is started
+once per process (it spawns a worker process and takes ~20 s on a CPU) and kept in a module cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from cai.backends.base import Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs, prefixes_for
+
+_ENGINES: dict[tuple, object] = {}
+
+# vLLM returns at most this many alternatives per position; option letters after "(" are always
+# among them for the models we have tried. An option it does not return counts as -inf.
+TOP_LOGPROBS = 20
+
+
+def cpu_kv_fraction(target_gib: float = 4.0) -> float:
+    """Share of NUMA node 0's memory to reserve for the KV cache on a CPU.
+
+    vLLM's default (0.92) fails at start-up when other processes hold memory, so take a modest
+    reservation out of what node 0 actually has free, leaving room for the rest of the process.
+    """
+    total = free = None
+    try:
+        for line in Path("/sys/devices/system/node/node0/meminfo").read_text().splitlines():
+            parts = line.split()
+            if "MemTotal:" in parts:
+                total = int(parts[-2]) / 2**20
+            elif "MemFree:" in parts:
+                free = int(parts[-2]) / 2**20
+    except OSError:
+        pass
+    if not total or not free:
+        return 0.3
+    want = min(target_gib, 0.5 * free)
+    return round(max(0.05, min(0.9, want / total)), 3)
+
+
+def engine(model: str, **opts):
+    """The process-wide engine for (model, options): started on first use, then reused."""
+    key = (model, tuple(sorted(opts.items())))
+    if key not in _ENGINES:
+        # One engine at a time: a second would double memory and fight for the cores.
+        for old in list(_ENGINES):
+            shutdown(_ENGINES.pop(old))
+        _ENGINES[key] = _start(model, **opts)
+    return _ENGINES[key]
+
+
+def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
+           prefix_caching: bool = True, tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0):
+    import torch
+    from vllm import LLM
+
+    on_gpu = torch.cuda.is_available()
+    if memory_fraction is None:
+        env = os.environ.get("CAI_VLLM_MEMORY")
+        memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
+    if dtype == "auto":
+        dtype = "bfloat16"
+    return LLM(
+        model=model,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        enforce_eager=not on_gpu,  # CUDA graphs need a GPU; on the CPU eager is what works
+        gpu_memory_utilization=memory_fraction,
+        enable_prefix_caching=prefix_caching,
+        tensor_parallel_size=tensor_parallel_size,
+        seed=seed,
+    )
+
+
+def shutdown(llm) -> None:
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception:  # noqa: BLE001 - best effort; the worker dies with the process anyway
+        pass
+
+
+def to_vllm_params(params: SamplingParams, **extra):
+    from vllm import SamplingParams as VSP
+
+    return VSP(
+        n=params.n,
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        seed=params.seed,
+        stop=list(params.stop) or None,
+        **extra,
+    )
+
+
+def to_completions(output) -> list[Completion]:
+    return [
+        Completion(
+            text=o.text,
+            tokens=len(o.token_ids),
+            finish_reason="length" if o.finish_reason == "length" else "stop",
+        )
+        for o in output.outputs
+    ]
+
+
+def decoded_logprobs(position: dict) -> dict[str, float]:
+    """{decoded token text: logprob} for one position of vLLM's logprobs."""
+    out: dict[str, float] = {}
+    for lp in position.values():
+        text = lp.decoded_token or ""
+        out[text] = max(out.get(text, float("-inf")), lp.logprob)
+    return out
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
+                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0):
+        self.model = model
+        self.llm = engine(
+            model,
+            max_model_len=max_model_len,
+            memory_fraction=memory_fraction,
+            prefix_caching=prefix_caching,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=seed,
+        )
+
+    def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        if not conversations:
+            return []
+        if params.seed is None:
+            sps = to_vllm_params(params)
+        else:
+            # A seed per request, from the run seed and the conversation itself, so a sample does
+            # not depend on which other requests happened to share its batch.
+            sps = [to_vllm_params(params.model_copy(update={"seed": conversation_seed(params.seed, c)}))
+                   for c in conversations]
+        outs = self.llm.chat(list(map(list, conversations)), sps, use_tqdm=False)
+        return [to_completions(o) for o in outs]
+
+    def choice_logprobs(self, conversations: Sequence[Conversation], assistant_prefix: str | Sequence[str],
+                        options: Sequence[str]) -> list[dict[str, float]]:
+        if not conversations:
+            return []
+        from vllm import SamplingParams as VSP
+
+        prefixes = prefixes_for(assistant_prefix, len(conversations))
+        convs = [list(c) + [{"role": "assistant", "content": p}] for c, p in zip(conversations, prefixes)]
+        sp = VSP(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
+        outs = self.llm.chat(convs, sp, use_tqdm=False, add_generation_prompt=False,
+                             continue_final_message=True)
+        return [merge_option_logprobs(decoded_logprobs(o.outputs[0].logprobs[0]), options) for o in outs]
+
+    def close(self) -> None:
+        # The engine stays cached for the process: starting it again costs ~20 s on a CPU.
+        pass

@@ -1,0 +1,123 @@
+"""Run many per-record coroutines against one backend, with batched engine calls.
+
+Each record (one prompt's answer → critique → revision rounds, or one judged pair) is written as a
+plain coroutine that awaits `chat(...)` and `choice_logprobs(...)` one request at a time: the
+stage logic reads like the method. The `Batcher` gathers the requests of all records that are
+waiting at the same moment and sends them to the backend as one batched call per kind of request,
+so a synchronous engine (vLLM's offline `LLM`, transformers) always sees full batches.
+
+A backend with native async requests (`achat_one`, e.g. the OpenAI-compatible HTTP backend or the
+async vLLM engine) skips the gathering: each record sends its next request the moment its last one
+returns, which keeps the engine full across step boundaries instead of idling at a barrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any, Awaitable, Callable, Iterable, Sequence
+
+from cai.backends.base import Backend, Completion, Conversation, SamplingParams
+
+
+class Batcher:
+    def __init__(self, backend: Backend, *, max_batch: int = 512, on_batch: Callable[[str, int], None] | None = None):
+        self.backend = backend
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        self.native = hasattr(backend, "achat_one") and hasattr(backend, "achoice_logprobs_one")
+        self._pending: list[tuple[tuple, Any, asyncio.Future]] = []
+        self.calls = 0
+
+    async def chat(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
+        if self.native:
+            return await self.backend.achat_one(conversation, params)
+        return await self._enqueue(("chat", params), conversation)
+
+    async def choice_logprobs(self, conversation: Conversation, prefix: str, options: Sequence[str]) -> dict[str, float]:
+        if self.native:
+            return await self.backend.achoice_logprobs_one(conversation, prefix, options)
+        return await self._enqueue(("logprobs", tuple(options)), (conversation, prefix))
+
+    def _enqueue(self, key: tuple, payload: Any) -> Awaitable:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((key, payload, fut))
+        return fut
+
+    def _flush(self) -> None:
+        groups: dict[tuple, list[tuple[Any, asyncio.Future]]] = defaultdict(list)
+        for key, payload, fut in self._pending:
+            groups[key].append((payload, fut))
+        self._pending = []
+        for key, items in groups.items():
+            for s in range(0, len(items), self.max_batch):
+                part = items[s : s + self.max_batch]
+                try:
+                    if key[0] == "chat":
+                        results = self.backend.chat([p for p, _ in part], key[1])
+                    else:
+                        results = self.backend.choice_logprobs(
+                            [p[0] for p in part], [p[1] for p in part], list(key[1])
+                        )
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting records
+                    for _, fut in part:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        raise
+                    continue
+                self.calls += 1
+                if self.on_batch:
+                    self.on_batch(key[0], len(part))
+                for (_, fut), res in zip(part, results):
+                    fut.set_result(res)
+
+    async def run(self, jobs: Iterable[Callable[[], Awaitable[Any]]], *, window: int,
+                  on_done: Callable[[Any], None], on_step: Callable[[], None] | None = None) -> None:
+        """Run job coroutines with at most `window` alive; `on_done(result)` as each finishes.
+
+        Jobs are pulled lazily from `jobs`, so a stream of a million prompts never sits in memory.
+        `on_step` runs after each batched engine call (where the caller flushes its output).
+        """
+        it = iter(jobs)
+        live: set[asyncio.Task] = set()
+        exhausted = False
+
+        def top_up() -> None:
+            nonlocal exhausted
+            while not exhausted and len(live) < window:
+                try:
+                    job = next(it)
+                except StopIteration:
+                    exhausted = True
+                    return
+                live.add(asyncio.ensure_future(job()))
+
+        top_up()
+        while live:
+            if self.native:
+                done, _ = await asyncio.wait(live, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                # Let every live record run until it waits on the engine (or finishes), then send
+                # everything waiting as batches. A record may fan out into sub-coroutines (one per
+                # sample), so wait until the queue stops growing, not merely until it is non-empty.
+                seen, quiet = -1, 0
+                while quiet < 3:
+                    await asyncio.sleep(0)
+                    done = {t for t in live if t.done()}
+                    state = len(self._pending) + 1_000_000 * len(done)
+                    quiet = quiet + 1 if state == seen else 0
+                    seen = state
+                if not done and not self._pending:
+                    raise RuntimeError("records are waiting on something other than the engine")
+                if not done:
+                    self._flush()
+                    if on_step:
+                        on_step()
+                    continue
+            for t in done:
+                live.discard(t)
+                on_done(t.result())  # re-raises a record's exception: the run stops loudly
+            top_up()
+            if self.native and on_step:
+                on_step()

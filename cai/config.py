@@ -1,0 +1,102 @@
+"""Stage configs: defaults, then a `--config` YAML recipe, then command-line flags.
+
+Unknown keys in a recipe are an error, never silently ignored; a bad value names its field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cai.backends.base import SamplingParams
+from cai.errors import UsageError
+from cai.models import DEFAULT_MODEL
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class StepSampling(BaseModel):
+    """Sampling for one step of the loop (the seed and n come from the run)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(200, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+
+    def params(self, *, n: int = 1, seed: int | None = None) -> SamplingParams:
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, n=n, seed=seed)
+
+
+class EngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(DEFAULT_MODEL, description="A known model name or a local model folder.")
+    backend: Literal["vllm", "hf", "openai"] | None = Field(None, description="Default: vllm where it imports, else hf.")
+    base_url: str | None = Field(None, description="openai backend: server URL(s), comma-separated.")
+    max_model_len: int = Field(2048, ge=256, description="vLLM context length; the default model's limit is 8k.")
+
+    def backend_options(self) -> dict:
+        if self.backend == "openai":
+            return {"base_url": self.base_url}
+        if self.backend == "hf":
+            return {}
+        return {"max_model_len": self.max_model_len} if self.backend == "vllm" or self.backend is None else {}
+
+
+class GenerateConfig(EngineConfig):
+    constitution: str = Field("default", description="A bundled constitution name or a YAML path.")
+    prompts: str | None = Field(None, description="Prompt set path; default: the bundled red-team set.")
+    prompt_field: str = "prompt"
+    on_bad_row: Literal["skip", "fail"] = "fail"
+    rounds: int = Field(2, ge=0, description="Critique → revision rounds per answer.")
+    samples: int = Field(1, ge=1, description="Answers sampled per prompt (>= 2 for judged sample pairs).")
+    limit: int | None = Field(None, ge=1)
+    seed: int = 0
+    run_dir: str | None = Field(None, description="Default: runs/<constitution>-<model>.")
+    templates: str | None = Field(None, description="A folder whose templates override the bundled ones.")
+    chunk_size: int = Field(64, ge=1, description="Prompts in flight at once; rows are flushed per chunk.")
+    few_shot: int = Field(2, ge=0, description="At most this many of the constitution's examples are prepended.")
+    answer: StepSampling = StepSampling(max_tokens=200)
+    critique: StepSampling = StepSampling(max_tokens=120)
+    revision: StepSampling = StepSampling(max_tokens=200)
+    force_new: bool = False
+
+
+class JudgeSettings(EngineConfig):
+    model: str = Field(DEFAULT_MODEL, description="The judge model (may differ from the policy).")
+    constitution: str | None = Field(None, description="Default: the run's constitution (or the bundled one).")
+    strategy: Literal["revision", "samples"] = "revision"
+    ensemble: int = Field(1, ge=1, description="Comparison questions drawn per pair; probabilities averaged.")
+    cot: bool = Field(False, description="Judge writes a rationale first; probabilities clamped to [0.4, 0.6].")
+    threshold: float = Field(0.05, ge=0.0, lt=0.5, description="|p - 0.5| below this is a tie.")
+    chunk_size: int = Field(128, ge=1)
+    seed: int = 0
+    templates: str | None = None
+    cot_max_tokens: int = Field(96, ge=1)
+
+
+def load_config(cls: type[C], config_file: str | Path | None, overrides: dict) -> C:
+    """Merge defaults < YAML recipe < flags (flags left unset are None and do not override)."""
+    data: dict = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.exists():
+            raise UsageError(f"--config {path}: no such file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}: a recipe is a mapping of settings")
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(cls.model_fields)}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        where = f"{config_file}: " if config_file else ""
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"{where}{msgs}") from None

@@ -1,0 +1,229 @@
+"""How preference pairs are formed and labelled, over a run folder or an outside file.
+
+`revision`: the final revision against the initial answer of each generation row, checked by the
+judge: when the judge prefers the initial answer the pair is flipped, and that is counted.
+`samples`: the answers sampled for one prompt are compared pairwise; chosen is the best and
+rejected the worst by mean win probability. Ties (|p - 0.5| < threshold, or identical texts) are
+kept out of preferences.jsonl but written to ties.jsonl: counted and listed, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from cai.backends.base import Backend
+from cai.batching import Batcher
+from cai.errors import UsageError
+from cai.judge import Judge, PairInput, PairVerdict
+from cai.records import AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows, record_id
+
+TIES = "ties.jsonl"
+
+
+@dataclass
+class JudgeSummary:
+    judged: int = 0
+    skipped: int = 0
+    ties: int = 0
+    consistent: int = 0
+    flips: int = 0
+    seconds: float = 0.0
+    tie_ids: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        rate = self.judged / self.seconds if self.seconds else 0.0
+        cons = self.consistent / self.judged if self.judged else 0.0
+        out = [
+            f"pairs judged         {self.judged}  ({rate:.2f} pairs/s)",
+            f"skipped (resumed)    {self.skipped}",
+            f"ties                 {self.ties}" + (f"  (listed in {TIES})" if self.ties else ""),
+            f"position consistency {cons:.1%}  (same winner in both orders)",
+            f"flips                {self.flips}  (judge preferred the initial answer over the revision)",
+            f"time                 {self.seconds:.1f} s",
+        ]
+        return out
+
+    def count(self, verdict: PairVerdict, tie: bool) -> None:
+        self.judged += 1
+        self.consistent += verdict.consistent and not verdict.identical
+        if tie:
+            self.ties += 1
+
+
+def _group_samples(rows: Iterator[GenerationRecord]) -> dict[str, list[GenerationRecord]]:
+    groups: dict[str, list[GenerationRecord]] = defaultdict(list)
+    for r in rows:
+        groups[json.dumps(r.prompt, sort_keys=True)].append(r)
+    return groups
+
+
+def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, window: int = 128,
+              progress: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
+    run = RunFolder(run_dir)
+    if not run.generations.exists():
+        raise UsageError(f"{run_dir}: no {run.generations.name}; run `cai generate --run-dir {run_dir}` first")
+    gens = [GenerationRecord.model_validate(r) for r in read_rows(run.generations)]
+    judge_ident = record_id(judge.describe(), judge.constitution.sha256(), strategy)
+    summary = JudgeSummary()
+    lock = run.lock()
+    try:
+        with AppendWriter(run.preferences) as prefs, AppendWriter(run.path / TIES) as ties:
+            if strategy == "revision":
+                units = [([g], PairInput(key=g.id, prompt=g.prompt, a=g.final, b=g.initial)) for g in gens if g.rounds]
+            elif strategy == "samples":
+                units = []
+                for group in _group_samples(iter(gens)).values():
+                    if len(group) >= 2:
+                        units.append((sorted(group, key=lambda g: g.sample), None))
+                if not units:
+                    raise UsageError(f"{run_dir}: --strategy samples needs `cai generate --samples N` with N >= 2")
+            else:
+                raise UsageError(f"unknown strategy {strategy!r}: revision or samples")
+            todo = []
+            for src, item in units:
+                pid = record_id("pref", [g.id for g in src], judge_ident)
+                if pid in prefs or pid in ties:
+                    summary.skipped += 1
+                else:
+                    todo.append((pid, src, item))
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="pair", disable=not progress, file=sys.stderr)
+            batcher = Batcher(judge.backend)
+            meta = {**judge.describe(), "code_version": code_version(),
+                    "constitution_sha256": judge.constitution.sha256()}
+
+            def jobs():
+                for pid, src, item in todo:
+                    if strategy == "revision":
+                        yield lambda pid=pid, src=src, item=item: _revision_pair(judge, batcher, pid, src[0], item)
+                    else:
+                        yield lambda pid=pid, src=src: _samples_pair(judge, batcher, pid, src)
+
+            def done(res) -> None:
+                pid, src, verdict, chosen, rejected, p_chosen, flipped = res
+                tie = verdict.is_tie(threshold) or chosen.strip() == rejected.strip()
+                summary.count(verdict, tie)
+                base = dict(id=pid, prompt=src[0].prompt, category=src[0].category,
+                            judgements=verdict.judgements, strategy=strategy, source_ids=[g.id for g in src],
+                            meta={**meta, "flipped": flipped, "p_first": verdict.p_first, "p_second": verdict.p_second})
+                if tie:
+                    summary.tie_ids.append(pid)
+                    ties.write([{**PreferenceRecord(chosen=chosen, rejected=rejected, p_chosen=p_chosen, **base).model_dump(mode="json"),
+                                 "tie": True}])
+                else:
+                    summary.flips += flipped
+                    prefs.write([PreferenceRecord(chosen=chosen, rejected=rejected, p_chosen=p_chosen, **base)])
+                bar.update(1)
+
+            def flush():
+                prefs.flush()
+                ties.flush()
+
+            t0 = time.perf_counter()
+            try:
+                asyncio.run(batcher.run(jobs(), window=window, on_done=done, on_step=flush))
+            finally:
+                flush()
+                bar.close()
+            summary.seconds = time.perf_counter() - t0
+    finally:
+        lock.release()
+    run.update_info(judge={**meta, "strategy": strategy, "threshold": threshold})
+    return summary
+
+
+async def _revision_pair(judge: Judge, batcher: Batcher, pid: str, g: GenerationRecord, item: PairInput):
+    v = await judge.averdict(batcher, item)
+    if v.p_a >= 0.5:
+        return pid, [g], v, g.final, g.initial, v.p_a, False
+    return pid, [g], v, g.initial, g.final, 1.0 - v.p_a, True
+
+
+async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[GenerationRecord]):
+    texts = [g.final for g in group]
+    combos = list(itertools.combinations(range(len(group)), 2))
+    verdicts = await asyncio.gather(*(
+        judge.averdict(batcher, PairInput(key=f"{pid}:{i}:{j}", prompt=group[0].prompt, a=texts[i], b=texts[j]))
+        for i, j in combos
+    ))
+    wins = [0.0] * len(group)
+    for (i, j), v in zip(combos, verdicts):
+        wins[i] += v.p_a
+        wins[j] += 1.0 - v.p_a
+    best = max(range(len(group)), key=lambda k: (wins[k], -k))
+    worst = min(range(len(group)), key=lambda k: (wins[k], k))
+    if best == worst:  # everything tied: any pair is a tie
+        worst = next(k for k in range(len(group)) if k != best)
+    i, j = sorted((best, worst))
+    v = verdicts[combos.index((i, j))]
+    if best != i:  # the direct verdict is about (i, j); turn it to (best, worst)
+        v = v.model_copy(update={"p_a": 1 - v.p_a, "p_first": 1 - v.p_second, "p_second": 1 - v.p_first})
+    return pid, group, v, texts[best], texts[worst], v.p_a, False
+
+
+def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: float, window: int = 128,
+                     progress: bool = True) -> JudgeSummary:
+    """Judge outside pairs: rows {id, prompt (string or messages), response_a, response_b}."""
+    rows = []
+    with open(in_path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{in_path}: line {n}: not valid JSON ({exc.msg})") from None
+            for f in ("id", "prompt", "response_a", "response_b"):
+                if f not in row:
+                    raise UsageError(f"{in_path}: line {n}: {f}: missing")
+            for f in ("response_a", "response_b"):
+                if not isinstance(row[f], str):
+                    raise UsageError(f"{in_path}: line {n}: {f}: must be a string")
+            prompt = row["prompt"]
+            if isinstance(prompt, str):
+                prompt = [{"role": "user", "content": prompt}]
+            elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)):
+                raise UsageError(f"{in_path}: line {n}: prompt: a string or a list of {{role, content}} messages")
+            rows.append((row, prompt))
+    summary = JudgeSummary()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with AppendWriter(out_path) as out:
+        todo = [(r, p) for r, p in rows if str(r["id"]) not in out]
+        summary.skipped = len(rows) - len(todo)
+        batcher = Batcher(judge.backend)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="pair", disable=not progress, file=sys.stderr)
+
+        def jobs():
+            for row, prompt in todo:
+                async def job(row=row, prompt=prompt):
+                    return row, await judge.averdict(batcher, PairInput(key=str(row["id"]), prompt=prompt,
+                                                                        a=row["response_a"], b=row["response_b"]))
+                yield job
+
+        def done(res) -> None:
+            row, v = res
+            tie = v.is_tie(threshold)
+            summary.count(v, tie)
+            winner = "tie" if tie else ("a" if v.p_a > 0.5 else "b")
+            out.write([{**row, "id": str(row["id"]), "p_a": v.p_a, "p_first": v.p_first, "p_second": v.p_second,
+                        "winner": winner, "question_ids": v.question_ids}])
+            bar.update(1)
+
+        t0 = time.perf_counter()
+        try:
+            asyncio.run(batcher.run(jobs(), window=window, on_done=done, on_step=out.flush))
+        finally:
+            bar.close()
+        summary.seconds = time.perf_counter() - t0
+    return summary

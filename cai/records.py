@@ -1,0 +1,222 @@
+"""Record models and the run folder: append-only JSONL that survives a crash and resumes.
+
+A row is written only once its whole record is done, flushed and fsynced per chunk; a crash can
+leave at most a torn last line, which the next writer cuts off before appending. Record ids are
+hashes of their inputs, so a rerun knows exactly which rows exist and never writes one twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai.errors import UsageError
+
+GENERATIONS = "generations.jsonl"
+PREFERENCES = "preferences.jsonl"
+RUN_YAML = "run.yaml"
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("cai")
+    except PackageNotFoundError:
+        v = "0+unknown"
+    head = Path(__file__).resolve().parent.parent / ".git" / "HEAD"
+    try:  # a checkout also records its commit, so rows say exactly which code made them
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            ref = (head.parent / ref[5:]).read_text().strip()
+        return f"{v}+g{ref[:10]}"
+    except OSError:
+        return v
+
+
+def record_id(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
+
+
+class Round(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    principle_id: str
+    critique: str
+    revision: str
+
+
+class GenerationRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    prompt: list[dict[str, str]]
+    category: str | None = None
+    sample: int = 0
+    initial: str
+    rounds: list[Round] = Field(default_factory=list)
+    final: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Judgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question_id: str
+    p_first: float = Field(description="P(A wins) with A shown first.")
+    p_second: float = Field(description="P(A wins) with A shown second.")
+
+
+class PreferenceRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    prompt: list[dict[str, str]]
+    category: str | None = None
+    chosen: str
+    rejected: str
+    p_chosen: float
+    judgements: list[Judgement]
+    strategy: str
+    source_ids: list[str] = Field(default_factory=list, description="Generation rows the pair came from.")
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+def repair_torn_tail(path: Path) -> bool:
+    """Cut a last line that a crash left without its newline. True when something was cut."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return False
+        # Walk back to the previous newline in blocks: the file may be large.
+        end = fh.tell()
+        pos = end
+        while pos > 0:
+            step = min(1 << 16, pos)
+            pos -= step
+            fh.seek(pos)
+            block = fh.read(step)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                fh.truncate(pos + nl + 1)
+                return True
+        fh.truncate(0)
+        return True
+
+
+def read_rows(path: Path) -> Iterator[dict]:
+    """Rows of a JSONL file, streamed; a torn last line (no newline) is skipped."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.endswith("\n"):
+                return
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UsageError(f"{path}:{n}: not valid JSON ({exc.msg}); the file was edited or damaged") from None
+
+
+class AppendWriter:
+    """Append-only JSONL writer that knows which ids are already there."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.repaired = repair_torn_tail(path)
+        self.ids: set[str] = {row["id"] for row in read_rows(path)}
+        self._fh = open(path, "a", encoding="utf-8")
+        self.written = 0
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.ids
+
+    def write(self, rows: Iterable[BaseModel | dict]) -> int:
+        n = 0
+        for row in rows:
+            data = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
+            if data["id"] in self.ids:
+                continue
+            self._fh.write(json.dumps(data, ensure_ascii=False) + "\n")
+            self.ids.add(data["id"])
+            n += 1
+        self.written += n
+        return n
+
+    def flush(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.flush()
+            self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RunFolder:
+    """A run's folder: run.yaml (resolved config + constitution snapshot) and the JSONL stages."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def generations(self) -> Path:
+        return self.path / GENERATIONS
+
+    @property
+    def preferences(self) -> Path:
+        return self.path / PREFERENCES
+
+    def info(self) -> dict:
+        f = self.path / RUN_YAML
+        if not f.exists():
+            return {}
+        return yaml.safe_load(f.read_text()) or {}
+
+    def lock(self):
+        from filelock import FileLock, Timeout
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / ".lock"))
+        try:
+            lock.acquire(timeout=1)
+        except Timeout:
+            raise UsageError(f"{self.path} is in use by another cai process") from None
+        return lock
+
+    def start(self, info: dict, *, identity: tuple[str, ...], force_new: bool) -> None:
+        """Write run.yaml, or check that an existing run was made with the same identity keys."""
+        old = self.info()
+        if old and not force_new:
+            changed = [k for k in identity if old.get(k) != info.get(k)]
+            if changed:
+                diffs = "; ".join(f"{k}: {old.get(k)!r} -> {info.get(k)!r}" for k in changed)
+                raise UsageError(
+                    f"{self.path} was made with a different setup ({diffs}); use another --run-dir, "
+                    f"or --force-new to start it over"
+                )
+        if old and force_new:
+            for f in (self.generations, self.preferences):
+                f.unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{RUN_YAML}.tmp"
+        tmp.write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=100))
+        os.replace(tmp, self.path / RUN_YAML)
+
+    def update_info(self, **fields) -> None:
+        info = self.info()
+        info.update(fields)
+        tmp = self.path / f".{RUN_YAML}.tmp"
+        tmp.write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=100))
+        os.replace(tmp, self.path / RUN_YAML)

@@ -1,0 +1,129 @@
+"""Critique → revision rounds (the Constitutional AI supervised stage).
+
+Each round draws a principle (by weight, independently per record and round), asks for a critique
+of the current answer and then, in the same conversation, for a revision; the revision is the
+answer of the next round. Building the conversations and cleaning the replies are pure functions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from cai.backends.base import Completion, Conversation, SamplingParams
+from cai.batching import Batcher
+from cai.constitution import Constitution, Principle
+from cai.prompts import Templates
+from cai.records import Round
+
+# A first line that only announces the revision ("Sure, here is a revised response:"). Small models
+# add one often; it would teach the fine-tuned model to talk about revising.
+_CHATTER = re.compile(
+    r"^\s*(?:(?:sure|certainly|okay|ok|of course|absolutely|alright|great)\b[\s,!.]*)?"
+    r"(?:(?:here(?:'s| is| are)|below is|this is|i(?:'ve| have)\s+\w+)\b[^\n]{0,80}?)?"
+    r"\b(?:revised|rewritten|updated|improved|new|edited|corrected|better)\b[^\n]{0,40}?"
+    r"\b(?:response|answer|version|reply|text)\b[^\n]{0,30}?(?::|\.|!)?\s*$",
+    re.IGNORECASE,
+)
+_LABEL = re.compile(r"^\s*(?:revised|rewritten|revision|updated)\s*(?:response|answer|version)?\s*:\s*", re.IGNORECASE)
+_POLITE = re.compile(r"^\s*(?:sure|certainly|of course|absolutely)[,!.]\s*", re.IGNORECASE)
+
+
+def clean_revision(text: str) -> tuple[str, bool]:
+    """Strip chatter about revising from the start of a revision. Returns (text, was_cleaned)."""
+    original = text
+    text = text.strip()
+    lines = text.split("\n", 1)
+    if len(lines) == 2 and _CHATTER.match(lines[0]):
+        text = lines[1].strip()
+    elif _CHATTER.match(text) and len(text) < 120:
+        text = ""
+    text = _LABEL.sub("", text, count=1)
+    if text != original.strip():
+        text = _POLITE.sub("", text, count=1)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and text.count(text[0]) == 2:
+        text = text[1:-1].strip()
+    return text, text != original.strip()
+
+
+def few_shot_turns(constitution: Constitution, templates: Templates, k: int) -> Conversation:
+    """The constitution's worked examples as earlier turns of the same conversation."""
+    turns: Conversation = []
+    for ex in constitution.few_shot[:k]:
+        turns += [
+            {"role": "user", "content": ex.prompt},
+            {"role": "assistant", "content": ex.answer},
+            {"role": "user", "content": templates.render("critique.j2", principle=None)},
+            {"role": "assistant", "content": ex.critique},
+            {"role": "user", "content": templates.render("revision.j2", principle=None)},
+            {"role": "assistant", "content": ex.revision},
+        ]
+    return turns
+
+
+def critique_conversation(prefix: Conversation, prompt: Conversation, answer: str, principle: Principle,
+                          templates: Templates) -> Conversation:
+    return prefix + list(prompt) + [
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": templates.render("critique.j2", principle=principle)},
+    ]
+
+
+def revision_conversation(critique_conv: Conversation, critique: str, principle: Principle,
+                          templates: Templates) -> Conversation:
+    return critique_conv + [
+        {"role": "assistant", "content": critique},
+        {"role": "user", "content": templates.render("revision.j2", principle=principle)},
+    ]
+
+
+@dataclass
+class RoundStats:
+    finish: list[dict] = field(default_factory=list)
+    critique_tokens: int = 0
+    revision_tokens: int = 0
+    cleaned: int = 0
+    empty: int = 0
+
+
+@dataclass
+class Reviser:
+    """Everything a record's rounds need, shared by all records of a run."""
+
+    batcher: Batcher
+    constitution: Constitution
+    templates: Templates
+    prefix: Conversation  # system prompt and few-shot turns, identical for every record (cache-friendly)
+    critique_params: SamplingParams
+    revision_params: SamplingParams
+
+    @classmethod
+    def build(cls, batcher: Batcher, constitution: Constitution, templates: Templates, few_shot: int,
+              critique_params: SamplingParams, revision_params: SamplingParams) -> "Reviser":
+        prefix: Conversation = []
+        if constitution.system_prompt:
+            prefix.append({"role": "system", "content": constitution.system_prompt})
+        prefix += few_shot_turns(constitution, templates, few_shot)
+        return cls(batcher, constitution, templates, prefix, critique_params, revision_params)
+
+    async def rounds(self, key: str, prompt: Conversation, answer: str, n_rounds: int) -> tuple[list[Round], RoundStats]:
+        stats = RoundStats()
+        done: list[Round] = []
+        for r in range(n_rounds):
+            principle = self.constitution.draw_principle(f"{key}:{r}")
+            conv = critique_conversation(self.prefix, prompt, answer, principle, self.templates)
+            crit: Completion = (await self.batcher.chat(conv, self.critique_params))[0]
+            critique = crit.text.strip()
+            rev: Completion = (await self.batcher.chat(
+                revision_conversation(conv, critique, principle, self.templates), self.revision_params))[0]
+            revision, cleaned = clean_revision(rev.text)
+            stats.cleaned += cleaned
+            if not revision:  # nothing usable: keep the answer so the next round has one
+                stats.empty += 1
+                revision = answer
+            stats.critique_tokens += crit.tokens
+            stats.revision_tokens += rev.tokens
+            stats.finish.append({"critique": crit.finish_reason, "revision": rev.finish_reason})
+            done.append(Round(principle_id=principle.id, critique=critique, revision=revision))
+            answer = revision
+        return done, stats
