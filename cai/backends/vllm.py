@@ -82,6 +82,12 @@ def shutdown(llm) -> None:
         pass
 
 
+def shutdown_all() -> None:
+    """Stop every cached engine (tests call this at session end so the worker exits cleanly)."""
+    while _ENGINES:
+        shutdown(_ENGINES.popitem()[1])
+
+
 def to_vllm_params(params: SamplingParams, **extra):
     from vllm import SamplingParams as VSP
 

@@ -1,0 +1,7 @@
+"""Placeholder: being written."""
+import click
+
+
+@click.command()
+def demo() -> None:
+    """(being written)"""

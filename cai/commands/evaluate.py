@@ -1,0 +1,7 @@
+"""Placeholder: being written."""
+import click
+
+
+@click.command(name="eval")
+def eval_() -> None:
+    """(being written)"""

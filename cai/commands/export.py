@@ -1,0 +1,19 @@
+"""`cai export`: SFT or DPO data for TRL and `datasets`, with a dataset card."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["sft", "dpo"]), required=True)
+@click.option("--to", "to", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="File (jsonl, parquet) or folder (hf).")
+@click.option("--all-rounds", is_flag=True, help="SFT: one row per revision round, not only the final one.")
+def export(run_dir, fmt, to, out, all_rounds) -> None:
+    """Export a run folder as SFT or DPO data."""
+    from cai.export import export as do_export
+
+    stats = do_export(run_dir, fmt, to, out, all_rounds=all_rounds)
+    click.echo(f"export: {stats['rows']} {fmt} rows -> {stats['path']} (sha256 {stats['sha256'][:16]}…, card README.md beside it)")

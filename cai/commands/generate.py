@@ -1,0 +1,41 @@
+"""`cai generate`: answers, then critique → revision rounds, into a resumable run folder."""
+
+from __future__ import annotations
+
+import click
+
+from cai.commands.options import echo_lines, engine_options
+
+
+@click.command()
+@click.option("--constitution", default=None, help="Bundled constitution name or YAML path [default: default].")
+@click.option("--prompts", default=None, help="Prompt set: .jsonl, .txt, .csv, .parquet or a datasets folder [default: bundled red-team set].")
+@click.option("--prompt-field", default=None, help="Column/field holding the prompt [default: prompt].")
+@click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default=None, help="What a bad input row does [default: fail].")
+@click.option("--model", default=None, help="Model name or local folder [default: smollm2-135m].")
+@engine_options
+@click.option("--rounds", type=click.IntRange(0), default=None, help="Critique → revision rounds [default: 2].")
+@click.option("--samples", type=click.IntRange(1), default=None, help="Answers per prompt, in one request [default: 1].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
+@click.option("--seed", type=int, default=None, help="Sampling seed [default: 0].")
+@click.option("--run-dir", default=None, help="Run folder [default: runs/<constitution>-<model>].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings; flags override it.")
+@click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
+@click.option("--chunk-size", type=click.IntRange(1), default=None, help="Prompts in flight at once [default: 64].")
+@click.option("--few-shot", type=click.IntRange(0), default=None, help="At most N constitution examples prepended [default: 2].")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token limit of answers and revisions.")
+@click.option("--force-new", is_flag=True, default=None, help="Start the run folder over even if it holds another setup.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def generate(progress, max_tokens, config_file, **flags) -> None:
+    """Generate answers and critique → revision rounds under a constitution."""
+    from cai.config import GenerateConfig, load_config
+    from cai.generate import run_generate
+
+    cfg = load_config(GenerateConfig, config_file, flags)
+    if max_tokens:
+        cfg = cfg.model_copy(update={"answer": cfg.answer.model_copy(update={"max_tokens": max_tokens}),
+                                     "revision": cfg.revision.model_copy(update={"max_tokens": max_tokens})})
+    summary = run_generate(cfg, progress=progress)
+    echo_lines("generate: done", summary.lines())
+    if summary.failed:
+        raise SystemExit(1)

