@@ -43,6 +43,15 @@ def load_backend(name: str | None, model: str, **opts) -> Backend:
     if name == "vllm":
         if not vllm_available():
             raise UsageError("vLLM is not installed here: install cai[cpu] or cai[gpu], or use --backend hf")
+        pipeline = opts.pop("pipeline", None)
+        if pipeline is None:
+            pipeline = os.environ.get("CAI_VLLM_PIPELINE", "1") != "0"
+        if pipeline:
+            # The async engine in-process: each conversation's next request goes in as soon as its
+            # last one returns, so the engine never idles at a step boundary.
+            from cai.backends.vllm_async import AsyncVLLMBackend
+
+            return AsyncVLLMBackend(path, **opts)
         from cai.backends.vllm import VLLMBackend
 
         return VLLMBackend(path, **opts)

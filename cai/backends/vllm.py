@@ -12,7 +12,9 @@ from typing import Sequence
 
 from cai.backends.base import Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs, prefixes_for
 
-_ENGINES: dict[tuple, object] = {}
+# The one engine of this process (offline or async kind): a second would double the memory and
+# fight for the cores, so starting another kind or model stops the current one first.
+_ACTIVE: dict = {"key": None, "engine": None, "stop": None}
 
 # vLLM returns at most this many alternatives per position; option letters after "(" are always
 # among them for the models we have tried. An option it does not return counts as -inf.
@@ -41,15 +43,17 @@ def cpu_kv_fraction(target_gib: float = 4.0) -> float:
     return round(max(0.05, min(0.9, want / total)), 3)
 
 
+def activate(key: tuple, start, stop):
+    """The process's engine for `key`, starting it (and stopping any other) when needed."""
+    if _ACTIVE["key"] != key:
+        shutdown_all()
+        _ACTIVE.update(key=key, engine=start(), stop=stop)
+    return _ACTIVE["engine"]
+
+
 def engine(model: str, **opts):
-    """The process-wide engine for (model, options): started on first use, then reused."""
-    key = (model, tuple(sorted(opts.items())))
-    if key not in _ENGINES:
-        # One engine at a time: a second would double memory and fight for the cores.
-        for old in list(_ENGINES):
-            shutdown(_ENGINES.pop(old))
-        _ENGINES[key] = _start(model, **opts)
-    return _ENGINES[key]
+    """The offline engine for (model, options): started on first use, then reused."""
+    return activate(("offline", model, tuple(sorted(opts.items()))), lambda: _start(model, **opts), shutdown)
 
 
 def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
@@ -83,9 +87,11 @@ def shutdown(llm) -> None:
 
 
 def shutdown_all() -> None:
-    """Stop every cached engine (tests call this at session end so the worker exits cleanly)."""
-    while _ENGINES:
-        shutdown(_ENGINES.popitem()[1])
+    """Stop the engine of this process, whichever kind it is."""
+    eng, stop = _ACTIVE["engine"], _ACTIVE["stop"]
+    _ACTIVE.update(key=None, engine=None, stop=None)
+    if eng is not None:
+        stop(eng)
 
 
 def to_vllm_params(params: SamplingParams, **extra):
@@ -128,14 +134,15 @@ class VLLMBackend:
     def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
                  prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0):
         self.model = model
-        self.llm = engine(
-            model,
-            max_model_len=max_model_len,
-            memory_fraction=memory_fraction,
-            prefix_caching=prefix_caching,
-            tensor_parallel_size=tensor_parallel_size,
-            seed=seed,
-        )
+        self._opts = dict(max_model_len=max_model_len, memory_fraction=memory_fraction,
+                          prefix_caching=prefix_caching, tensor_parallel_size=tensor_parallel_size, seed=seed)
+        self.llm  # start the engine now, not on the first request
+
+    @property
+    def llm(self):
+        # Looked up on each use: another backend in this process may have replaced the engine
+        # (one at a time), and this one then transparently starts it again.
+        return engine(self.model, **self._opts)
 
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
         if not conversations:

@@ -1,0 +1,132 @@
+"""vLLM's asynchronous engine in-process: conversations pipelined across steps, no HTTP.
+
+The offline `LLM` takes one batch per call, so a step (all answers, then all critiques) ends with a
+tail where the engine runs a few long requests while the rest wait for the barrier. Here each
+record sends its next request the moment its last one returns (the Batcher sees `achat_one`), and
+vLLM's scheduler keeps the batch full across step boundaries.
+
+`AsyncLLM` must live on one event loop for its whole life, while cai calls `asyncio.run` once per
+stage; so the engine gets its own loop on a background thread and requests cross over with
+`run_coroutine_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from typing import Sequence
+
+from cai.backends.base import (Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs,
+                               prefixes_for)
+from cai.backends.vllm import TOP_LOGPROBS, activate, cpu_kv_fraction, decoded_logprobs, to_completions, to_vllm_params
+
+class _AsyncEngine:
+    """AsyncLLM on its own event loop thread."""
+
+    def __init__(self, args):
+        self.ids = itertools.count()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="cai-vllm-async", daemon=True)
+        self.thread.start()
+        self.llm = self.call(self._make(args))
+
+    @staticmethod
+    async def _make(args):
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(args)
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        try:
+            self.llm.shutdown()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class AsyncVLLMBackend:
+    name = "vllm"
+    pipelined = True
+
+    def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
+                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0):
+        import os
+
+        import torch
+        from transformers import AutoTokenizer
+
+        self.model = model
+        self.tok = AutoTokenizer.from_pretrained(model)
+        on_gpu = torch.cuda.is_available()
+        if memory_fraction is None:
+            env = os.environ.get("CAI_VLLM_MEMORY")
+            memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
+        self._args = dict(model=model, dtype="bfloat16", max_model_len=max_model_len, enforce_eager=not on_gpu,
+                          gpu_memory_utilization=memory_fraction, enable_prefix_caching=prefix_caching,
+                          tensor_parallel_size=tensor_parallel_size, seed=seed, disable_log_stats=True)
+        self._engine  # start now, not on the first request
+
+    @property
+    def _engine(self) -> _AsyncEngine:
+        # Looked up on each use: another backend may have replaced the process's engine meanwhile.
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        key = ("async", tuple(sorted(self._args.items())))
+        return activate(key, lambda: _AsyncEngine(AsyncEngineArgs(**self._args)), _AsyncEngine.stop)
+
+    def _render(self, conv: Conversation, prefix: str | None = None) -> list[int]:
+        if prefix is None:
+            return self.tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=False)
+        conv = list(conv) + [{"role": "assistant", "content": prefix}]
+        return self.tok.apply_chat_template(conv, tokenize=True, continue_final_message=True, return_dict=False)
+
+    async def _generate(self, ids: list[int], sp):
+        from vllm.sampling_params import RequestOutputKind
+
+        sp.output_kind = RequestOutputKind.FINAL_ONLY
+        final = None
+        eng = self._engine
+        async for out in eng.llm.generate({"prompt_token_ids": ids}, sp, f"cai-{next(eng.ids)}"):
+            final = out
+        return final
+
+    def _submit(self, ids: list[int], sp):
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._generate(ids, sp), self._engine.loop))
+
+    def _chat_params(self, conv: Conversation, params: SamplingParams):
+        if params.seed is not None:
+            params = params.model_copy(update={"seed": conversation_seed(params.seed, conv)})
+        return to_vllm_params(params)
+
+    def _logprob_params(self):
+        from vllm import SamplingParams as VSP
+
+        return VSP(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
+
+    async def achat_one(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
+        out = await self._submit(self._render(conversation), self._chat_params(conversation, params))
+        return to_completions(out)
+
+    async def achoice_logprobs_one(self, conversation: Conversation, prefix: str, options: Sequence[str]) -> dict[str, float]:
+        out = await self._submit(self._render(conversation, prefix), self._logprob_params())
+        return merge_option_logprobs(decoded_logprobs(out.outputs[0].logprobs[0]), options)
+
+    async def _gather(self, coros):
+        return await asyncio.gather(*coros)
+
+    def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        futs = [self._generate(self._render(c), self._chat_params(c, params)) for c in conversations]
+        return [to_completions(o) for o in self._engine.call(self._gather(futs))]
+
+    def choice_logprobs(self, conversations: Sequence[Conversation], assistant_prefix: str | Sequence[str],
+                        options: Sequence[str]) -> list[dict[str, float]]:
+        prefixes = prefixes_for(assistant_prefix, len(conversations))
+        futs = [self._generate(self._render(c, p), self._logprob_params()) for c, p in zip(conversations, prefixes)]
+        return [merge_option_logprobs(decoded_logprobs(o.outputs[0].logprobs[0]), options)
+                for o in self._engine.call(self._gather(futs))]
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,92 @@
+"""`cai export`: SFT/DPO data in the shapes TRL and `datasets` read, with a dataset card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cai.cli import main
+from cai.config import GenerateConfig
+from cai.constitution import load_constitution
+from cai.generate import run_generate
+from cai.judge import Judge
+from cai.pairs import judge_run
+from tests.scripted import ScriptedBackend
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": f"Question number {i}?", "category": "helpful"}) + "\n" for i in range(8)))
+    run = tmp_path / "run"
+    run_generate(GenerateConfig(prompts=str(p), rounds=2, run_dir=str(run), model="m"), backend=ScriptedBackend(), progress=False)
+    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision", threshold=0.05, progress=False)
+    return run
+
+
+@pytest.mark.parametrize("to", ["jsonl", "parquet", "hf"])
+@pytest.mark.parametrize("fmt", ["sft", "dpo"])
+def test_export_loads_with_datasets(run_dir, tmp_path, fmt, to):
+    from datasets import Dataset, load_dataset, load_from_disk
+
+    out = tmp_path / "exp" / (f"{fmt}.{to}" if to != "hf" else f"{fmt}_hf")
+    res = CliRunner().invoke(main, ["export", str(run_dir), "--format", fmt, "--to", to, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    if to == "hf":
+        ds = load_from_disk(str(out))
+        card = out / "README.md"
+    else:
+        ds = load_dataset("json" if to == "jsonl" else "parquet", data_files=str(out), split="train")
+        card = out.parent / "README.md"
+    assert isinstance(ds, Dataset) and len(ds) == 8
+    row = ds[0]
+    if fmt == "sft":
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        assert row["messages"][-1]["content"].startswith("GOOD revision")
+    else:
+        assert row["prompt"][-1]["role"] == "user"
+        assert row["chosen"] == [{"role": "assistant", "content": row["chosen"][0]["content"]}]
+        assert row["chosen"][0]["content"] != row["rejected"][0]["content"]
+        assert row["p_chosen"] > 0.5 and row["source_ids"]
+    text = card.read_text()
+    assert "constitution" in text and load_constitution("default").sha256() in text and "rows | 8" in text
+
+
+def test_all_rounds(run_dir, tmp_path):
+    out = tmp_path / "sft.jsonl"
+    res = CliRunner().invoke(main, ["export", str(run_dir), "--format", "sft", "--out", str(out), "--all-rounds"])
+    assert res.exit_code == 0
+    assert len(out.read_text().splitlines()) == 16
+
+
+def test_export_dpo_before_judge_is_a_usage_error(tmp_path):
+    (tmp_path / "run").mkdir()
+    res = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--format", "dpo", "--out", str(tmp_path / "x.jsonl")])
+    assert res.exit_code == 2 and "cai judge" in res.output
+
+
+@pytest.mark.slow
+def test_trl_runs_one_step_on_each_export(run_dir, tmp_path, model_path):
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from cai.export import export
+
+    sft = export(run_dir, "sft", "jsonl", tmp_path / "sft.jsonl")
+    dpo = export(run_dir, "dpo", "parquet", tmp_path / "dpo.parquet")
+    tok = AutoTokenizer.from_pretrained(model_path)
+    lora = LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")
+    common = dict(max_steps=1, per_device_train_batch_size=2, use_cpu=True, report_to=[], save_strategy="no",
+                  logging_steps=1)
+    ds = load_dataset("json", data_files=sft["path"], split="train")
+    t = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), processing_class=tok, train_dataset=ds,
+                   args=SFTConfig(output_dir=str(tmp_path / "o1"), max_length=128, **common), peft_config=lora)
+    assert t.train().global_step == 1
+    ds = load_dataset("parquet", data_files=dpo["path"], split="train")
+    t = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), processing_class=tok, train_dataset=ds,
+                   args=DPOConfig(output_dir=str(tmp_path / "o2"), max_length=128, **common), peft_config=lora)
+    assert t.train().global_step == 1
