@@ -32,7 +32,7 @@ class Batcher:
     async def chat(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
         if self.native:
             return await self.backend.achat_one(conversation, params)
-        return await self._enqueue(("chat", params), conversation)
+        return await self._enqueue(("chat", params.model_dump_json()), (conversation, params))
 
     async def choice_logprobs(self, conversation: Conversation, prefix: str, options: Sequence[str]) -> dict[str, float]:
         if self.native:
@@ -54,10 +54,10 @@ class Batcher:
                 part = items[s : s + self.max_batch]
                 try:
                     if key[0] == "chat":
-                        results = self.backend.chat([p for p, _ in part], key[1])
+                        results = self.backend.chat([p[0] for p, _ in part], part[0][0][1])
                     else:
                         results = self.backend.choice_logprobs(
-                            [p[0] for p in part], [p[1] for p in part], list(key[1])
+                            [p[0] for p, _ in part], [p[1] for p, _ in part], list(key[1])
                         )
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting records
                     for _, fut in part:
@@ -99,15 +99,22 @@ class Batcher:
                 done, _ = await asyncio.wait(live, return_when=asyncio.FIRST_COMPLETED)
             else:
                 # Let every live record run until it waits on the engine (or finishes), then send
-                # everything waiting as batches. A record may fan out into sub-coroutines (one per
-                # sample), so wait until the queue stops growing, not merely until it is non-empty.
-                seen, quiet = -1, 0
-                while quiet < 3:
+                # everything waiting as batches. Records fan out into nested coroutines (samples,
+                # both orders, ensembles), so wait until nothing at all is runnable: CPython's
+                # loop keeps its runnable callbacks in `_ready`; elsewhere, wait for quiet.
+                loop = asyncio.get_running_loop()
+                ready = getattr(loop, "_ready", None)
+                quiet = 0
+                while True:
                     await asyncio.sleep(0)
-                    done = {t for t in live if t.done()}
-                    state = len(self._pending) + 1_000_000 * len(done)
-                    quiet = quiet + 1 if state == seen else 0
-                    seen = state
+                    if ready is not None:
+                        if not ready:
+                            break
+                    else:
+                        quiet += 1
+                        if quiet > 64:
+                            break
+                done = {t for t in live if t.done()}
                 if not done and not self._pending:
                     raise RuntimeError("records are waiting on something other than the engine")
                 if not done:

@@ -32,13 +32,12 @@ _POLITE = re.compile(r"^\s*(?:sure|certainly|of course|absolutely)[,!.]\s*", re.
 def clean_revision(text: str) -> tuple[str, bool]:
     """Strip chatter about revising from the start of a revision. Returns (text, was_cleaned)."""
     original = text
-    text = text.strip()
+    text = _LABEL.sub("", text.strip(), count=1)
     lines = text.split("\n", 1)
     if len(lines) == 2 and _CHATTER.match(lines[0]):
         text = lines[1].strip()
-    elif _CHATTER.match(text) and len(text) < 120:
+    elif _CHATTER.match(text) and text.endswith(":"):  # an announcement with nothing after it
         text = ""
-    text = _LABEL.sub("", text, count=1)
     if text != original.strip():
         text = _POLITE.sub("", text, count=1)
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and text.count(text[0]) == 2:
