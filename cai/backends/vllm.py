@@ -76,7 +76,18 @@ def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | No
         enable_prefix_caching=prefix_caching,
         tensor_parallel_size=tensor_parallel_size,
         seed=seed,
+        **engine_workarounds(on_gpu),
     )
+
+
+def engine_workarounds(on_gpu: bool) -> dict:
+    """Engine arguments that work around known vLLM problems.
+
+    vLLM 0.32's CPU worker crashes ("CPU Generator does not use offset") when a prompt of a seeded
+    request is prefilled in chunks, which happens once long critique prompts share a step; so on
+    the CPU a prompt is always prefilled whole. Drop this when the CPU worker handles it.
+    """
+    return {} if on_gpu else {"enable_chunked_prefill": False}
 
 
 def shutdown(llm) -> None:

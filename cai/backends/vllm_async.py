@@ -19,7 +19,7 @@ from typing import Sequence
 
 from cai.backends.base import (Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs,
                                prefixes_for)
-from cai.backends.vllm import TOP_LOGPROBS, activate, cpu_kv_fraction, decoded_logprobs, to_completions, to_vllm_params
+from cai.backends.vllm import TOP_LOGPROBS, activate, cpu_kv_fraction, engine_workarounds, decoded_logprobs, to_completions, to_vllm_params
 
 class _AsyncEngine:
     """AsyncLLM on its own event loop thread."""
@@ -66,7 +66,8 @@ class AsyncVLLMBackend:
             memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
         self._args = dict(model=model, dtype="bfloat16", max_model_len=max_model_len, enforce_eager=not on_gpu,
                           gpu_memory_utilization=memory_fraction, enable_prefix_caching=prefix_caching,
-                          tensor_parallel_size=tensor_parallel_size, seed=seed, disable_log_stats=True)
+                          tensor_parallel_size=tensor_parallel_size, seed=seed, disable_log_stats=True,
+                          **engine_workarounds(on_gpu))
         self._engine  # start now, not on the first request
 
     @property
