@@ -6,6 +6,7 @@ once per process (it spawns a worker process and takes ~20 s on a CPU) and kept 
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 from typing import Sequence
@@ -48,6 +49,11 @@ def activate(key: tuple, start, stop):
     if _ACTIVE["key"] != key:
         shutdown_all()
         _ACTIVE.update(key=key, engine=start(), stop=stop)
+        # Stop the engine before the interpreter tears down what its threads still use;
+        # otherwise every exit prints an EngineDeadError traceback.
+        if not _ACTIVE.get("atexit"):
+            atexit.register(shutdown_all)
+            _ACTIVE["atexit"] = True
     return _ACTIVE["engine"]
 
 
@@ -99,7 +105,7 @@ def shutdown(llm) -> None:
 
 def shutdown_all() -> None:
     """Stop the engine of this process, whichever kind it is."""
-    eng, stop = _ACTIVE["engine"], _ACTIVE["stop"]
+    eng, stop = _ACTIVE.get("engine"), _ACTIVE.get("stop")
     _ACTIVE.update(key=None, engine=None, stop=None)
     if eng is not None:
         stop(eng)

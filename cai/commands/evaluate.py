@@ -1,7 +1,44 @@
-"""Placeholder: being written."""
+"""`cai eval`: judge model A against a baseline B on held-out prompts."""
+
+from __future__ import annotations
+
 import click
+
+from cai.commands.options import echo_lines, engine_options
 
 
 @click.command(name="eval")
-def eval_() -> None:
-    """(being written)"""
+@click.option("--model", default=None, help="Model A (evaluated): a model name or a local folder, e.g. one `cai train` wrote.")
+@click.option("--baseline", default=None, help="Model B (compared against) [default: smollm2-135m].")
+@click.option("--judge-model", default=None, help="Judge of pairs and refusals [default: the baseline].")
+@click.option("--prompts", default=None, help="Held-out prompt set [default: the bundled eval set].")
+@click.option("--prompt-field", default=None, help="Column/field holding the prompt [default: prompt].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")
+@click.option("--out", default=None, help="Output folder [default: runs/eval-<model>-vs-<baseline>].")
+@engine_options
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Answer length limit [default: 160].")
+@click.option("--temperature", type=click.FloatRange(0), default=None, help="Answer sampling [default: 0, greedy].")
+@click.option("--seed", type=int, default=None, help="Sampling and bootstrap seed [default: 0].")
+@click.option("--constitution", default=None, help="Source of the judge's comparison questions [default: default].")
+@click.option("--ensemble", type=click.IntRange(1), default=None, help="Comparison questions per pair [default: 1].")
+@click.option("--cot", is_flag=True, default=None, help="Judge writes a rationale first; clamped probabilities.")
+@click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help="|p_a - 0.5| below this is a tie [default: 0.05].")
+@click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
+@click.option("--chunk-size", type=click.IntRange(1), default=None, help="Requests per engine call [default: 64].")
+@click.option("--examples", type=click.IntRange(0), default=None, help="Side-by-side examples in report.md [default: 3].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings; flags override it.")
+@click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+def eval_(config_file, progress, **flags) -> None:
+    """Compare model A with baseline B: pairwise win rate, refusals, over-refusals.
+
+    Writes OUT/metrics.json, report.md, win_rates.png and answers.jsonl.
+    """
+    from cai.config import load_config
+    from cai.evaluate import EvalConfig, headline, run_eval
+
+    if not flags.get("model") and not config_file:
+        raise click.UsageError("--model is required")
+    cfg = load_config(EvalConfig, config_file, flags)
+    metrics = run_eval(cfg, progress=progress)
+    echo_lines(f"eval: wrote {metrics['out']}/ (metrics.json, report.md, win_rates.png, answers.jsonl)",
+               headline(metrics))
