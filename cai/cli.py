@@ -43,6 +43,8 @@ def main() -> None:
     """cai: turn a written constitution into aligned models, without human labels."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # vLLM logs every engine detail at INFO; a CLI user wants cai's own progress and summary.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 
 def _register() -> None:
