@@ -41,10 +41,22 @@ class _AsyncEngine:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def stop(self) -> None:
+        # Cancel the engine's own tasks first and let them finish: once the engine process is
+        # gone they would otherwise log an EngineDeadError traceback on every normal exit.
+        async def drain():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         try:
+            self.call(drain())
             self.llm.shutdown()
+            self.call(drain())
         finally:
+            self.llm = None  # its __del__ runs now, while the interpreter is still whole
             self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
 
 
 class AsyncVLLMBackend:
