@@ -3,8 +3,10 @@
     python benchmarks/throughput.py [--prompts PATH] [--n N] [--backends vllm,hf] [--json OUT]
 
 Runs on the same prompts and settings:
-  1. raw generation: the backend's own batched generation of the same number of output tokens
-     (short prompts, fixed lengths: the engine's ceiling on this token volume);
+  1. raw generation, two ways: the loop's own requests replayed to the engine as one batch (same
+     prompts, same output lengths: the engine's cost for the same work, the base of the pipeline
+     efficiency), and the same number of output tokens from the short user prompts alone (the
+     engine's ceiling, where later steps' long prompts cost nothing);
   2. the peer pattern: each conversation its own coroutine sending answer → critique → revision
      requests in turn to vLLM's OpenAI-compatible server (a subprocess), all in flight at once;
   3. cai's loop (generate + critique/revision rounds + judging both orders) per backend: vLLM's
@@ -62,6 +64,29 @@ def loop_config(args, run_dir: Path, backend: str):
                           few_shot=args.few_shot, force_new=True)
 
 
+class Recorder:
+    """Passes requests through to a backend and keeps (conversation, generated tokens) of each
+    chat request, so the same work can be replayed to the engine as one batch."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.requests: list[tuple[list, list[int]]] = []
+
+    def __getattr__(self, name):
+        if name == "achat_one" and hasattr(self.inner, "achat_one"):
+            async def achat_one(conv, params):
+                out = await self.inner.achat_one(conv, params)
+                self.requests.append((conv, [c.tokens for c in out]))
+                return out
+            return achat_one
+        return getattr(self.inner, name)
+
+    def chat(self, convs, params):
+        outs = self.inner.chat(convs, params)
+        self.requests += [(c, [x.tokens for x in o]) for c, o in zip(convs, outs)]
+        return outs
+
+
 def run_cai_loop(args, label: str, backend_obj, backend_name: str) -> dict:
     """cai generate + judge (revision vs initial, both orders) on one backend object."""
     from cai.constitution import load_constitution
@@ -69,9 +94,10 @@ def run_cai_loop(args, label: str, backend_obj, backend_name: str) -> dict:
     from cai.judge import Judge, JudgeConfig
     from cai.pairs import judge_run
 
-    run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{label}-"))
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+    recorder = Recorder(backend_obj)
     try:
-        g = run_generate(loop_config(args, run_dir, backend_name), backend=backend_obj, progress=False, log=lambda s: None)
+        g = run_generate(loop_config(args, run_dir, backend_name), backend=recorder, progress=False, log=lambda s: None)
         j = judge_run(run_dir, Judge(backend_obj, load_constitution("default"), JudgeConfig()), "revision",
                       threshold=0.0, progress=False, log=lambda s: None)
     finally:
@@ -80,7 +106,27 @@ def run_cai_loop(args, label: str, backend_obj, backend_name: str) -> dict:
     return {"name": label, "kind": "cai-loop", "prompts": g.written, "requests": requests, "tokens": g.tokens,
             "gen_seconds": g.seconds, "prompts_per_s": g.written / g.seconds, "tokens_per_s": g.tokens / g.seconds,
             "judge_pairs": j.judged, "judge_seconds": j.seconds, "judge_pairs_per_s": j.judged / j.seconds if j.seconds else 0.0,
-            "engine_calls": g.engine_calls}
+            "engine_calls": g.engine_calls, "_requests": recorder.requests}
+
+
+def replay_vllm(args, recorded: list) -> dict:
+    """The loop's exact requests (same prompts, same output lengths) as one offline batch: the
+    engine's cost for the same work without the loop's dependencies and Python around it."""
+    from vllm import SamplingParams as VSP
+
+    from cai.backends.vllm import VLLMBackend
+
+    be = VLLMBackend(args.model_path)
+    convs = [c for c, _ in recorded]
+    sps = [VSP(max_tokens=max(1, t[0]), min_tokens=max(1, t[0]), ignore_eos=True, temperature=0.7, seed=0)
+           for _, t in recorded]
+    be.llm.chat(convs[:4], VSP(max_tokens=4), use_tqdm=False)  # warm-up
+    t = time.perf_counter()
+    outs = be.llm.chat(convs, sps, use_tqdm=False)
+    secs = time.perf_counter() - t
+    n = sum(len(o.outputs[0].token_ids) for o in outs)
+    return {"name": "replay vllm (loop's requests, one batch)", "kind": "raw", "requests": len(convs), "tokens": n,
+            "gen_seconds": secs, "tokens_per_s": n / secs, "prompts_per_s": args.n / secs}
 
 
 def raw_vllm(args, prompts, tokens: int, requests: int) -> dict:
@@ -241,6 +287,7 @@ def main() -> None:
         barrier = run_cai_loop(args, "cai loop vllm (offline engine, barrier per step)",
                                load_backend("vllm", args.model, pipeline=False), "vllm")
         show(barrier)
+        show(replay_vllm(args, pipe["_requests"]))
         show(raw_vllm(args, prompts, pipe["tokens"], pipe["requests"]))
         shutdown_all()
         if not args.no_peer:
@@ -261,7 +308,8 @@ def main() -> None:
     ratios = {
         "vllm_over_hf": ratio(best_vllm, find("cai loop hf")),
         "cai_over_peer": ratio(best_vllm, find("peer pattern")),
-        "efficiency_vllm": ratio(best_vllm, find("raw vllm")),
+        "efficiency_vllm": ratio(best_vllm, find("replay vllm")),
+        "loop_over_short_prompt_generation": ratio(best_vllm, find("raw vllm")),
         "efficiency_hf": ratio(find("cai loop hf"), find("raw hf")),
         "prefix_cache_gain": ratio(find("pipelined)"), find("cache off")),
         "pipelined_over_barrier": ratio(find("pipelined)"), find("barrier")),
@@ -274,6 +322,8 @@ def main() -> None:
     print("\nratios (goal): " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     print("  goals: vllm_over_hf >= 2, cai_over_peer >= 1.2, efficiency_vllm >= 0.85")
     if args.json:
+        for r in runs:
+            r.pop("_requests", None)
         Path(args.json).write_text(json.dumps({"ratios": ratios, "runs": runs, "versions": versions(),
                                                "settings": {k: v for k, v in vars(args).items()}}, indent=2))
         print(f"wrote {args.json}")
