@@ -1,0 +1,103 @@
+"""Online RL: TRL's GRPOTrainer (default) or RLOOTrainer on prompts.
+
+TRL 1.x has no PPOTrainer; GRPO and RLOO optimise PPO's clipped objective with a group baseline
+instead of a value network. The reward is either a trained reward model (`cai train reward`
+output), scored on prompt + completion through the chat template, or the AI judge: P(completion
+better than the reference answer of the same prompt), with both orders averaged by the judge.
+The reference is the un-revised answer of the preference row (its `rejected`), so the policy is
+paid for beating what the model said before the constitution's critiques.
+"""
+
+from __future__ import annotations
+
+from cai.errors import UsageError
+from cai.train.common import Job, load_full, load_tokenizer, model_arg, prompt_rows
+
+DATA = "dpo"
+FALLBACK = "sft"  # a run not judged yet still has prompts and revised answers
+AUTO = "AutoModelForCausalLM"
+TASK = "CAUSAL_LM"
+LOAD_KWARGS: dict = {}
+
+
+def trainer_name(algorithm: str) -> str:
+    return {"grpo": "GRPOTrainer", "rloo": "RLOOTrainer"}[algorithm]
+
+
+def rows(raw: list[dict], where: str) -> list[dict]:
+    return prompt_rows(raw, where)
+
+
+def _reward_model(job: Job):
+    """(model, tokenizer) of the reward model folder; TRL scores prompt+completion with them."""
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    from cai.models import resolve
+
+    if not job.cai.reward_model:
+        raise UsageError("rl with --reward model needs --reward-model DIR (a `cai train reward` output), "
+                         "or use --reward judge")
+    folder = resolve(job.cai.reward_model)
+    cfg = folder / "config.json"
+    if cfg.exists() and not any(a.endswith("ForSequenceClassification")
+                                for a in json.loads(cfg.read_text()).get("architectures") or []):
+        raise UsageError(f"--reward-model {folder}: not a sequence-classification (reward) model; "
+                         "train one with `cai train reward`")
+    tok = load_tokenizer(folder)
+    model = load_full(folder, AutoModelForSequenceClassification, num_labels=1, dtype=job.dtype())
+    model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, tok
+
+
+def _judge_reward(job: Job):
+    """A TRL reward function: the judge's P(completion beats the row's reference answer)."""
+    from cai.backends import load_backend
+    from cai.constitution import load_constitution
+    from cai.judge import Judge, JudgeConfig, PairInput
+    from cai.records import record_id
+
+    if any(r.get("reference") is None for r in job.rows):
+        raise UsageError("--reward judge compares each completion with the prompt's reference answer; "
+                         "use preference rows (or SFT rows) rather than bare prompts")
+    job.cai.judge_model = job.cai.judge_model or job.model  # recorded in the card as the judge actually used
+    opts = {"base_url": job.cai.judge_base_url} if job.cai.judge_backend == "openai" else {}
+    backend = load_backend(job.cai.judge_backend, job.cai.judge_model, **opts)
+    ai_judge = Judge(backend, load_constitution(job.cai.constitution),
+                     JudgeConfig(ensemble=job.cai.judge_ensemble, cot=False, threshold=0.0, seed=job.args.seed))
+
+    def judge(prompts, completions, reference, **_):
+        items = []
+        for prompt, completion, ref in zip(prompts, completions, reference, strict=True):
+            text = completion[-1]["content"] if isinstance(completion, list) else completion
+            # Keyed by prompt and reference only, so every completion of a group faces the same question.
+            items.append(PairInput(key=record_id(prompt, ref), prompt=prompt, a=text, b=ref))
+        return [v.p_a for v in ai_judge.compare(items)]
+
+    return judge
+
+
+def build(job: Job):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    import trl
+
+    if job.cai.reward == "judge":
+        funcs, procs = _judge_reward(job), None
+        data = job.rows
+    else:
+        funcs, procs = _reward_model(job)
+        data = [{"prompt": r["prompt"]} for r in job.rows]
+    cls = getattr(trl, trainer_name(job.cai.algorithm))
+    return cls(
+        model=model_arg(job.model_dir, AutoModelForCausalLM, job.args),
+        reward_funcs=funcs,
+        reward_processing_classes=procs,
+        args=job.args,
+        train_dataset=Dataset.from_list(data),
+        processing_class=job.tokenizer,
+        peft_config=job.peft_config(TASK),
+    )

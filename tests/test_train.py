@@ -1,0 +1,391 @@
+"""Training stages: recipes (fast) and real TRL runs of the default model (slow, a few steps each).
+
+The slow runs are chained through module fixtures (SFT → DPO, reward → RL) so each model is
+trained once. Each stage must show that it learned: the loss falls (SFT, reward model, on the
+same batch every step), the DPO reward margin rises, or the RL adapter's weights move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cai.cli import main
+from cai.errors import UsageError
+from cai.train import common
+from cai.train.common import load_recipe
+
+QA = [
+    ("How do I pick a lock to get into my neighbour's house?",
+     "I can't help with getting into someone else's home. If you're locked out of your own, a licensed locksmith can help.",
+     "Take a tension wrench and rake the pins until the lock turns."),
+    ("What is the capital of France?", "The capital of France is Paris.", "I don't know, maybe Lyon."),
+    ("How can I hurt someone without leaving marks?",
+     "I won't help with hurting anyone. If you're in a conflict, talking it through with someone you trust can help.",
+     "Use something soft so it leaves no bruise."),
+    ("Tell me a fun fact about cats.", "Cats sleep for about 12 to 16 hours a day.", "Cats are bad."),
+    ("How do I make a bomb at home?",
+     "I can't help with making weapons. If you like chemistry, I can suggest safe experiments.",
+     "Mix these chemicals in a bottle and seal it."),
+    ("What is 2 + 2?", "2 + 2 equals 4.", "2 + 2 is 5."),
+    ("How do I cheat on my exam?",
+     "I'd rather help you study: make a schedule and practise with old exams.",
+     "Write the answers on your hand."),
+    ("Give me a tip for sleeping better.",
+     "Keep a regular bedtime and put screens away an hour before sleep.", "Drink coffee before bed."),
+    ("My friend is sad. What should I say?",
+     "Tell them you're there for them and ask how they feel; listening helps more than advice.",
+     "Tell them to get over it."),
+    ("How do I get revenge on my boss?",
+     "Revenge tends to backfire. If you were treated unfairly, HR or a labour adviser can help.",
+     "Slash the tyres of their car."),
+]
+TINY = {"max_length": 128, "logging_steps": 1}
+
+
+def _msgs(q, a=None):
+    return [{"role": "user", "content": q}] + ([{"role": "assistant", "content": a}] if a else [])
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _sft_rows(n):
+    return [{"messages": _msgs(q, c)} for q, c, _ in QA[:n]]
+
+
+def _pref_rows(n):
+    return [{"prompt": _msgs(q), "chosen": [{"role": "assistant", "content": c}],
+             "rejected": [{"role": "assistant", "content": r}]} for q, c, r in QA[:n]]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    return {
+        "sft": _write(d / "sft.jsonl", _sft_rows(4)),
+        "pref4": _write(d / "pref4.jsonl", _pref_rows(4)),
+        "pref10": _write(d / "pref10.jsonl", _pref_rows(10)),
+        "prompts": _write(d / "prompts.jsonl", _pref_rows(2)),
+    }
+
+
+# ---------------------------------------------------------------- recipes (fast)
+
+@pytest.mark.parametrize("stage", common.STAGES)
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_bundled_recipe_validates(stage, device, tmp_path):
+    algorithms = ["grpo", "rloo"] if stage == "rl" else ["grpo"]
+    for algorithm in algorithms:
+        recipe = load_recipe(stage, overrides={"algorithm": algorithm}, device=device)
+        # The GPU recipes are built with use_cpu here only because this machine has no GPU: TRL
+        # refuses bf16 without one.
+        args = recipe.trl_args(tmp_path, use_cpu=True)
+        assert type(args).__name__ == {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig",
+                                       "rl": f"{algorithm.upper()}Config"}[stage]
+        assert args.save_steps > 0 and args.learning_rate > 0
+
+
+def test_every_bundled_yaml_is_a_known_recipe():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from cai.resources import bundled_dir
+
+    stage_recipes = {f"{s}-{d}.yaml" for s in common.STAGES for d in ("cpu", "gpu")}
+    files = sorted(bundled_dir("recipes").glob("*.yaml"))
+    assert stage_recipes <= {f.name for f in files}
+    for f in files:
+        if f.name not in stage_recipes:  # the rest are `accelerate launch` configs; accelerate rejects unknown keys
+            assert f.name.startswith("accelerate-"), f.name
+            assert ClusterConfig.from_yaml_file(str(f)).mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize("stage", common.STAGES)
+def test_cpu_and_gpu_recipes_set_the_same_keys(stage):
+    cpu = common.read_recipe(common.bundled_recipe(stage, "cpu"))
+    gpu = common.read_recipe(common.bundled_recipe(stage, "gpu"))
+    assert set(cpu) == set(gpu) and set(cpu["cai"]) == set(gpu["cai"])
+    assert cpu["use_cpu"] is True and cpu["cai"]["lora"] is True
+
+
+def test_cai_settings_do_not_shadow_trl_fields():
+    import dataclasses
+
+    for stage in common.STAGES:
+        for algorithm in ("grpo", "rloo"):
+            names = {f.name for f in dataclasses.fields(common.config_class(stage, algorithm))}
+            assert not names & common.CAI_KEYS
+
+
+def test_merge_order_and_coercion(tmp_path):
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("learning_rate: 3e-4\nnum_train_epochs: 2\ncai:\n  lora_r: 4\n")
+    r = load_recipe("sft", cfg, {"lora_alpha": 8}, device="cpu")
+    assert r.trl["learning_rate"] == pytest.approx(3e-4)  # YAML 1.1 reads 3e-4 as a string
+    assert r.trl["max_steps"] == -1  # asking for epochs lifts the bundled step cap
+    assert (r.cai.lora_r, r.cai.lora_alpha, r.cai.lora) == (4, 8, True)
+    assert r.trl["per_device_train_batch_size"] == 4  # from the bundled recipe
+    full = load_recipe("sft", None, {"lora": False}, device="cpu")
+    assert full.trl["learning_rate"] == pytest.approx(2e-5)  # cai.full_learning_rate
+    assert load_recipe("sft", None, {"lora": False, "learning_rate": 1e-3}, device="cpu").trl["learning_rate"] == 1e-3
+    assert load_recipe("sft", "sft-gpu", device="cpu").trl["use_cpu"] is False  # a bundled name works as --config
+
+
+@pytest.mark.parametrize("text,key", [("learnig_rate: 1.0e-4\n", "learnig_rate"),
+                                      ("cai:\n  lora_rank: 4\n", "lora_rank"),
+                                      ("output_dir: /tmp/x\n", "output_dir")])
+def test_unknown_recipe_key_exits_2(tmp_path, data, text, key):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    res = CliRunner().invoke(main, ["train", "sft", "--data", str(data["sft"]), "--out", str(tmp_path / "o"),
+                                    "--config", str(cfg)])
+    assert res.exit_code == 2, res.output
+    assert key in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_set_flag_reaches_the_recipe(tmp_path, data):
+    res = CliRunner().invoke(main, ["train", "sft", "--data", str(data["sft"]), "--out", str(tmp_path / "o"),
+                                    "--set", "no_such_field=1"])
+    assert res.exit_code == 2 and "no_such_field" in res.output
+
+
+# ---------------------------------------------------------------- data (fast)
+
+def test_run_folder_data_records_the_constitution(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    gen = {"id": "g1", "prompt": _msgs("Hi?"), "category": "x", "sample": 0, "initial": "hey",
+           "rounds": [{"principle_id": "p1", "critique": "c", "revision": "Hello! How can I help?"}],
+           "final": "Hello! How can I help?", "meta": {}}
+    _write(run / "generations.jsonl", [gen])
+    (run / "run.yaml").write_text(yaml.safe_dump({"constitution_name": "default", "constitution_sha256": "abc"}))
+    rows, info = common.read_data(run, "sft")
+    assert rows[0]["messages"][-1]["content"] == "Hello! How can I help?"
+    assert (info.kind, info.constitution_name, info.constitution_sha256) == ("run folder", "default", "abc")
+    # rl asks for preferences; a run not judged yet falls back to its revisions
+    rows, _ = common.read_data(run, "dpo", fallback="sft")
+    assert common.prompt_rows(rows, "x") == [{"prompt": _msgs("Hi?"), "reference": "Hello! How can I help?"}]
+
+
+def test_parquet_and_datasets_folder_data(tmp_path):
+    from datasets import Dataset
+
+    ds = Dataset.from_list(_pref_rows(3))
+    ds.to_parquet(str(tmp_path / "p.parquet"))
+    ds.save_to_disk(str(tmp_path / "hf"))
+    for path, kind in ((tmp_path / "p.parquet", "file"), (tmp_path / "hf", "datasets folder")):
+        rows, info = common.read_data(path, "dpo")
+        assert common.preference_rows(rows, "d") == _pref_rows(3) and info.kind == kind and len(info.sha256) == 64
+    with pytest.raises(UsageError, match="no such file"):
+        common.read_data(tmp_path / "missing.jsonl", "sft")
+
+
+def test_rows_are_checked_and_normalised(tmp_path):
+    with pytest.raises(UsageError, match="lacks chosen, rejected"):
+        common.preference_rows([{"prompt": "q"}], "d")
+    with pytest.raises(UsageError, match="messages"):
+        common.sft_rows([{"text": "q"}], "d")
+    pref = common.preference_rows([{"prompt": "q", "chosen": "good", "rejected": "bad", "id": 1}], "d")
+    assert pref == [{"prompt": _msgs("q"), "chosen": [{"role": "assistant", "content": "good"}],
+                     "rejected": [{"role": "assistant", "content": "bad"}]}]
+    # the reference is the un-revised (rejected) answer; repeated prompts are kept once
+    prompts = common.prompt_rows(pref + pref, "d")
+    assert prompts == [{"prompt": _msgs("q"), "reference": "bad"}]
+    # SFT trains on the answer: the conversation is split before its last assistant turn
+    from cai.train import sft
+
+    conv = _msgs("q", "a")
+    assert sft.rows([{"messages": conv}], "d") == [{"prompt": conv[:1], "completion": conv[1:]}]
+    assert sft.rows([{"messages": conv}, {"messages": conv[:1]}], "d") == [{"messages": conv}, {"messages": conv[:1]}]
+    train, held = common.holdout_split(list(range(10)), 0.2, seed=0)
+    assert len(held) == 2 and sorted(train + held) == list(range(10))
+    assert len(common.holdout_split([1, 2], 0.01, seed=0)[1]) == 1
+
+
+def test_output_folder_guard(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not empty"):
+        common.prepare_out(foreign, resume=False, log=print)
+    assert (foreign / "notes.txt").exists()
+
+
+# ---------------------------------------------------------------- real training (slow)
+
+@pytest.fixture(scope="module")
+def sft_out(data, tmp_path_factory):
+    from cai.train import run_stage
+
+    out = tmp_path_factory.mktemp("sft") / "model"
+    # 4 rows, batch 4: every step sees the same batch, so the loss must fall.
+    metrics = run_stage("sft", data["sft"], "smollm2-135m", out,
+                        {**TINY, "max_steps": 3, "per_device_train_batch_size": 4, "save_steps": 1}, device="cpu")
+    return out, metrics
+
+
+@pytest.mark.slow
+def test_sft_learns_and_writes_a_loadable_model(sft_out, data, model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, m = sft_out
+    assert m["steps"] == 3 and m["last_loss"] < m["first_loss"]
+    assert m["saved"] == "merged"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.dtype is not None and str(model.dtype).endswith("bfloat16")
+    assert AutoTokenizer.from_pretrained(out).chat_template
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == model_path
+    card = (out / "README.md").read_text()
+    sha = hashlib.sha256(Path(data["sft"]).read_bytes()).hexdigest()
+    for field in (f"base_model: \"{model_path}\"", sha, "| stage | sft |", "LoRA r=8", "## Recipe", "first_loss"):
+        assert field in card, field
+    assert json.loads((out / "metrics.json").read_text())["last_loss"] == m["last_loss"]
+    logs = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if "loss" in r] == [1, 2, 3]
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["max_steps"] == 3
+
+
+@pytest.mark.slow
+def test_dpo_chains_from_sft_through_the_cli(sft_out, data, tmp_path):
+    out = tmp_path / "dpo"
+    res = CliRunner().invoke(main, ["train", "dpo", "--data", str(data["pref4"]), "--model", str(sft_out[0]),
+                                    "--out", str(out), "--max-steps", "3", "--batch-size", "4", "--max-length", "128",
+                                    "--device", "cpu", "--set", "logging_steps=1"])
+    assert res.exit_code == 0, res.output
+    assert "reward margin" in res.output and str(out) in res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["first_reward_margin"] == 0.0  # the policy starts as its own reference
+    assert m["last_reward_margin"] > 0.0
+    assert f"base_model: \"{sft_out[0]}\"" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_resume_picks_up_the_last_checkpoint(sft_out, data, tmp_path):
+    out = tmp_path / "crashed"
+    out.mkdir()
+    # A run that died after its checkpoints were written: only checkpoints/ is there.
+    shutil.copytree(sft_out[0] / "checkpoints", out / "checkpoints")
+    args = ["train", "sft", "--data", str(data["sft"]), "--out", str(out), "--device", "cpu",
+            "--max-steps", "4", "--batch-size", "4", "--max-length", "128", "--set", "logging_steps=1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "--resume" in res.output
+    res = CliRunner().invoke(main, args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["resumed_from"] == "checkpoint-3" and m["steps"] == 4
+    steps = [r["step"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps[-1] == 4 and 4 not in steps[:-1]
+
+
+@pytest.fixture(scope="module")
+def reward_out(data, tmp_path_factory):
+    from cai.train import run_stage
+
+    out = tmp_path_factory.mktemp("reward") / "rm"
+    # 10 pairs: 8 train (one batch of 8, the same every step), 2 held out.
+    metrics = run_stage("reward", data["pref10"], "smollm2-135m", out,
+                        {**TINY, "max_steps": 3, "per_device_train_batch_size": 8, "learning_rate": 3e-4}, device="cpu")
+    return out, metrics
+
+
+@pytest.mark.slow
+def test_reward_model_learns_and_reports_heldout_accuracy(reward_out):
+    from transformers import AutoModelForSequenceClassification
+
+    out, m = reward_out
+    assert m["last_loss"] < m["first_loss"]
+    assert m["heldout_pairs"] == 2 and m["train_rows"] == 8
+    assert 0.0 <= m["heldout_accuracy"] <= 1.0
+    assert "heldout_accuracy" in (out / "README.md").read_text()
+    rm = AutoModelForSequenceClassification.from_pretrained(out)
+    assert rm.config.num_labels == 1 and rm.config.pad_token_id is not None
+
+
+def _lora_b_norm(adapter_dir: Path) -> float:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    return sum(float(v.float().abs().sum()) for k, v in weights.items() if "lora_B" in k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_rl_with_the_reward_model_moves_the_policy(reward_out, data, tmp_path, algorithm):
+    from cai.train import run_stage
+
+    out = tmp_path / algorithm
+    steps = 2 if algorithm == "grpo" else 1  # rloo only has to show the shared recipe runs it
+    m = run_stage("rl", data["prompts"], "smollm2-135m", out,
+                  {"logging_steps": 1, "algorithm": algorithm, "reward_model": str(reward_out[0]), "max_steps": steps,
+                   "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16,
+                   "learning_rate": 1e-4}, device="cpu")
+    assert m["steps"] == steps and "first_reward" in m
+    # LoRA's B matrices start at zero: any learning makes them non-zero.
+    assert _lora_b_norm(out / "adapter") > 0
+    assert (out / "config.json").exists()
+    card = (out / "README.md").read_text()
+    assert f"reward_model: {reward_out[0]}" in card and f"algorithm: {algorithm}" in card
+
+
+@pytest.mark.slow
+def test_rl_with_the_judge_reward(data, tmp_path):
+    pytest.importorskip("cai.constitution", reason="the constitution module is not in this tree yet")
+    from cai.train import run_stage
+
+    out = tmp_path / "judge"
+    m = run_stage("rl", data["prompts"], "smollm2-135m", out,
+                  {"logging_steps": 1, "reward": "judge", "max_steps": 1, "per_device_train_batch_size": 4,
+                   "num_generations": 2, "max_completion_length": 16, "learning_rate": 1e-4}, device="cpu")
+    assert m["steps"] == 1 and 0.0 <= m["first_reward"] <= 1.0  # P(completion beats the reference)
+    assert "reward: judge" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_full_fine_tune_and_adapter_only_outputs(data, tmp_path, model_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from cai.train import run_stage
+
+    full = tmp_path / "full"
+    m = run_stage("sft", data["sft"], "smollm2-135m", full,
+                  {**TINY, "lora": False, "max_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-4},
+                  device="cpu")
+    assert m["saved"] == "full" and not (full / "adapter").exists()
+    before = load_file(str(Path(model_path) / "model.safetensors"))
+    after = load_file(str(full / "model.safetensors"))
+    key = next(k for k in before if "q_proj" in k)
+    assert after[key].dtype == before[key].dtype and not bool((after[key] == before[key]).all())
+
+    bare = tmp_path / "bare"
+    m = run_stage("sft", data["sft"], "smollm2-135m", bare,
+                  {**TINY, "merge": False, "max_steps": 1, "per_device_train_batch_size": 2}, device="cpu")
+    assert m["saved"] == "adapter" and (bare / "adapter_config.json").exists() and not (bare / "config.json").exists()
+    assert AutoModelForCausalLM.from_pretrained(bare) is not None  # transformers + peft load the adapter
+    # ...and the adapter-only folder is a valid --model for the next stage, which writes a full model again.
+    # float32 here so the check below sees the merge itself, not bf16 rounding of a one-step update.
+    nxt = tmp_path / "next"
+    m = run_stage("sft", data["sft"], str(bare), nxt,
+                  {**TINY, "max_steps": 1, "per_device_train_batch_size": 2, "save_dtype": "float32"}, device="cpu")
+    assert m["saved"] == "merged" and (nxt / "config.json").exists()
+    # The saved model is both adapters applied in turn: bare's onto the base, then next's.
+    import torch
+    from peft import PeftModel
+
+    from cai.train.common import load_full
+
+    stacked = PeftModel.from_pretrained(load_full(bare, AutoModelForCausalLM, dtype=torch.float32), str(nxt / "adapter"))
+    merged = AutoModelForCausalLM.from_pretrained(nxt, dtype=torch.float32)
+    ids = torch.tensor([[1, 504, 3458, 314, 4194, 30, 2]])
+    with torch.no_grad():
+        assert torch.allclose(stacked(ids).logits, merged(ids).logits, atol=1e-3)
