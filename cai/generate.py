@@ -9,7 +9,6 @@ in flight, and a rerun skips every id already on disk.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from cai.backends.base import Backend
 from cai.batching import Batcher
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
-from cai.inputs import PromptRow, count_prompts, iter_prompts
+from cai.inputs import PromptRow, iter_prompts
 from cai.prompts import Templates
 from cai.records import GenerationRecord, RunFolder, AppendWriter, code_version, record_id
 from cai.revise import Reviser
@@ -90,14 +89,14 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, progres
     summary = GenerateSummary(run_dir=run.path)
     identity = run_identity(cfg, constitution, templates)
     ident_hash = record_id(identity)
-    prompts_src = cfg.prompts
-    total = count_prompts(prompts_src, limit=cfg.limit)
-    # Validate every input before the engine starts: a bad row 10,000 lines in should not cost a
-    # model load, and with --on-bad-row fail nothing is written.
+    # Validate every input before the engine starts (one streamed pass, which also counts the rows
+    # for the progress bar): a bad row 10,000 lines in should not cost a model load, and with
+    # --on-bad-row fail nothing is written.
     bad: list[str] = []
-    for _ in iter_prompts(prompts_src, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row,
+    total = 0
+    for _ in iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row,
                           limit=cfg.limit, on_skip=lambda e: bad.append(str(e))):
-        pass
+        total += 1
     for msg in bad[:20]:
         log(f"skipped bad row: {msg}")
     summary.bad_rows = len(bad)
@@ -211,13 +210,3 @@ def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="prompt", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
-def load_generations(run_dir: Path) -> list[GenerationRecord]:
-    from cai.records import read_rows
-
-    return [GenerationRecord.model_validate(r) for r in read_rows(RunFolder(run_dir).generations)]
-
-
-def dumps(record: GenerationRecord) -> str:
-    return json.dumps(record.model_dump(mode="json"), ensure_ascii=False)

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cai.backends.base import Backend
 from cai.batching import Batcher
 from cai.errors import UsageError
 from cai.judge import Judge, PairInput, PairVerdict
