@@ -7,7 +7,6 @@ carries them as the packages `cai._constitutions` and `cai._prompts` (see pyproj
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -21,7 +20,9 @@ def bundled_dir(kind: str) -> Path:
     local = _REPO / kind
     if local.is_dir():
         return local
-    return Path(str(resources.files(_PACKAGED[kind])))
+    # An installed wheel: the folders sit inside the package as cai/_<kind> (no __init__.py, so
+    # importlib.resources would hand back a MultiplexedPath; the plain path is what we need).
+    return Path(__file__).resolve().parent / _PACKAGED[kind].split(".")[-1]
 
 
 def bundled_file(kind: str, name: str) -> Path:
