@@ -24,22 +24,31 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
+def _provenance(info: dict) -> dict:
+    # Carried by every row, so a model trained on the exported file alone can still name its
+    # constitution in its card (cai/train/common.py reads these columns).
+    return {"constitution": info.get("constitution_name") or "", "constitution_sha256": info.get("constitution_sha256") or ""}
+
+
 def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False) -> list[dict]:
     run = RunFolder(run_dir)
+    prov = _provenance(run.info())
     if fmt == "sft":
         if not run.generations.exists():
             raise UsageError(f"{run_dir}: no generations.jsonl to export (run `cai generate` first)")
         rows = []
         for g in read_rows(run.generations):
-            revisions = [r["revision"] for r in g["rounds"]] if all_rounds else [g["final"]]
+            # With --all-rounds a generation made without rounds still gives its one answer (final = initial).
+            revisions = [r["revision"] for r in g["rounds"]] if all_rounds and g["rounds"] else [g["final"]]
             for k, text in enumerate(revisions):
                 rows.append({
                     "messages": list(g["prompt"]) + _assistant(text),
-                    "id": g["id"] if not all_rounds else f"{g['id']}-r{k + 1}",
+                    "id": g["id"] if not all_rounds else f"{g['id']}-r{k + 1 if g['rounds'] else 0}",
                     "source_id": g["id"],
-                    "round": len(g["rounds"]) if not all_rounds else k + 1,
+                    "round": len(g["rounds"]) if not all_rounds or not g["rounds"] else k + 1,
                     "category": g.get("category") or "",
                     "principle_ids": [r["principle_id"] for r in g["rounds"]],
+                    **prov,
                 })
         return rows
     if fmt == "dpo":
@@ -56,6 +65,9 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False) ->
                 "p_chosen": p["p_chosen"],
                 "strategy": p["strategy"],
                 "question_ids": [j["question_id"] for j in p["judgements"]],
+                **prov,
+                # The judge may have asked another constitution's comparison questions (--constitution).
+                "judge_constitution_sha256": (p.get("meta") or {}).get("constitution_sha256") or "",
             }
             for p in read_rows(run.preferences)
         ]
@@ -71,10 +83,15 @@ def rows_sha256(rows: list[dict]) -> str:
 
 def export(run_dir: str | Path, fmt: Format, to: Literal["jsonl", "parquet", "hf"], out: str | Path,
            *, all_rounds: bool = False) -> dict:
+    """Write the data and its dataset card; returns the stats (rows, sha256, path, card, ...)."""
+    if to not in ("jsonl", "parquet", "hf"):
+        raise UsageError(f"unknown target {to!r}: jsonl, parquet or hf")
     rows = build_rows(run_dir, fmt, all_rounds=all_rounds)
     if not rows:
         raise UsageError(f"{run_dir}: nothing to export as {fmt}")
     out = Path(out)
+    # The card's place is decided before any data is written, so a refusal leaves nothing behind.
+    card = card_path(out if to == "hf" else out.parent, out.name)
     if to == "jsonl":
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
@@ -82,34 +99,91 @@ def export(run_dir: str | Path, fmt: Format, to: Literal["jsonl", "parquet", "hf
             for r in rows:
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         os.replace(tmp, out)
-        card_dir = out.parent
-    elif to in ("parquet", "hf"):
+    else:
         from datasets import Dataset
 
         ds = Dataset.from_list(rows)
         if to == "parquet":
             out.parent.mkdir(parents=True, exist_ok=True)
             ds.to_parquet(str(out))
-            card_dir = out.parent
         else:
             ds.save_to_disk(str(out))
-            card_dir = out
-    else:
-        raise UsageError(f"unknown target {to!r}: jsonl, parquet or hf")
     stats = {"rows": len(rows), "sha256": rows_sha256(rows), "format": fmt, "to": to, "path": str(out)}
-    write_card(card_dir, RunFolder(run_dir), rows, stats, all_rounds=all_rounds)
+    section = card_section(out.name, RunFolder(run_dir), rows, stats, all_rounds=all_rounds)
+    stats["card"] = str(write_card(card, out.name, section))
     return stats
 
 
-def write_card(folder: Path, run: RunFolder, rows: list[dict], stats: dict, *, all_rounds: bool) -> Path:
+# ---------------------------------------------------------------- the dataset card
+#
+# Several exports often share a folder (the demo writes sft.jsonl and dpo.jsonl side by side), and
+# the folder may hold someone's own README.md. So a card carries a marker line, holds one
+# delimited section per data file, and is only ever rewritten when the marker says cai wrote it;
+# beside a README that is not ours the card goes to `<data file>.README.md` instead.
+
+CARD_MARKER = ("<!-- cai dataset card: `cai export` rewrites the sections below, one per data file, "
+               "and never a README.md it did not write -->")
+CARD = "README.md"
+
+
+def _begin(name: str) -> str:
+    return f"<!-- cai:section {name} -->"
+
+
+def _end(name: str) -> str:
+    return f"<!-- cai:end {name} -->"
+
+
+def is_cai_card(text: str) -> bool:
+    return CARD_MARKER in text
+
+
+def merge_card(existing: str | None, name: str, section: str) -> str | None:
+    """The card with `name`'s section added or replaced; None when `existing` is not a cai card."""
+    block = f"{_begin(name)}\n{section.rstrip()}\n{_end(name)}\n"
+    if existing is None:
+        return (f"{CARD_MARKER}\n# cai datasets\n\nData exported by `cai export` from Constitutional AI runs, "
+                f"one section per data file in this folder.\n\n{block}")
+    if not is_cai_card(existing):
+        return None
+    begin, end = _begin(name), _end(name)
+    i, j = existing.find(begin), existing.find(end)
+    if i >= 0 and j > i:
+        return existing[:i] + block + existing[j + len(end):].lstrip("\n")
+    return existing.rstrip("\n") + "\n\n" + block
+
+
+def card_path(folder: Path, name: str) -> Path:
+    """README.md when it is absent or a cai card, else `<name>.README.md` (never someone else's file)."""
+    for card in (folder / CARD, folder / f"{name}.{CARD}"):
+        if not card.exists() or is_cai_card(card.read_text(encoding="utf-8", errors="replace")):
+            return card
+    raise UsageError(f"{folder}: {CARD} and {name}.{CARD} both exist and were not written by cai; "
+                     "export to another folder")
+
+
+def write_card(card: Path, name: str, section: str) -> Path:
+    existing = card.read_text(encoding="utf-8") if card.exists() else None
+    text = merge_card(existing, name, section)
+    if text is None:  # card_path chose it, so only a file swapped in since then gets here
+        raise UsageError(f"{card} is not a cai dataset card; not overwritten")
+    card.parent.mkdir(parents=True, exist_ok=True)
+    tmp = card.with_name(f".{card.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, card)
+    return card
+
+
+def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, all_rounds: bool) -> str:
+    """The card's section for one data file: provenance, counts and filters."""
     info = run.info()
     judge = info.get("judge") or {}
     cats: dict[str, int] = {}
     for r in rows:
         cats[r.get("category") or "(none)"] = cats.get(r.get("category") or "(none)", 0) + 1
-    ties = sum(1 for _ in read_rows(run.path / "ties.jsonl"))
+    ties = sum(1 for _ in read_rows(run.ties))
     lines = [
-        f"# cai {stats['format'].upper()} dataset",
+        f"## `{name}`: cai {stats['format'].upper()} dataset",
         "",
         f"Made by `cai export {run.path} --format {stats['format']} --to {stats['to']}` from a Constitutional AI run.",
         "",
@@ -126,16 +200,15 @@ def write_card(folder: Path, run: RunFolder, rows: list[dict], stats: dict, *, a
         lines += [
             f"| judge | {judge.get('judge_model', '?')} via {judge.get('backend', '?')}, mode {judge.get('mode', '?')}, "
             f"ensemble {judge.get('ensemble', '?')}, both orders |",
+            f"| judge constitution | {judge.get('constitution_name', '?')} (sha256 `{judge.get('constitution_sha256', '?')}`) |",
             f"| pair strategy | {judge.get('strategy', '?')} |",
             f"| filter | ties with abs(p - 0.5) < {judge.get('threshold', '?')} left out: {ties} (listed in ties.jsonl) |",
         ]
     else:
         lines.append(f"| rows per generation | {'one per revision round' if all_rounds else 'final revision only'} |")
-    lines += ["", "## Categories", "", "| category | rows |", "|---|---|"]
+    lines += ["", "### Categories", "", "| category | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(cats.items())]
     lines += ["", "Columns TRL reads: " + ("`messages`." if stats["format"] == "sft" else "`prompt`, `chosen`, `rejected`."),
-              "The other columns record where each row came from."]
-    card = folder / "README.md"
-    folder.mkdir(parents=True, exist_ok=True)
-    card.write_text("\n".join(lines) + "\n")
-    return card
+              "The other columns record where each row came from (`constitution`, `constitution_sha256`: the run's "
+              "constitution)."]
+    return "\n".join(lines) + "\n"

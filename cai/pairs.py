@@ -22,9 +22,10 @@ from typing import Callable, Iterator
 from cai.batching import Batcher
 from cai.errors import UsageError
 from cai.judge import Judge, PairInput, PairVerdict
-from cai.records import AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows, record_id
+from cai.records import (TIES, AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows,
+                         record_id)
 
-TIES = "ties.jsonl"
+REVISION_FLIPS = "judge preferred the initial answer over the revision"
 
 
 @dataclass
@@ -33,25 +34,41 @@ class JudgeSummary:
     skipped: int = 0
     ties: int = 0
     consistent: int = 0
+    identical: int = 0
     flips: int = 0
+    unpaired: int = 0
     seconds: float = 0.0
     tie_ids: list[str] = field(default_factory=list)
+    ties_where: str = f"listed in {TIES}"
+    flips_note: str = REVISION_FLIPS
+
+    @property
+    def position_consistency(self) -> float | None:
+        """Share of judged pairs with the same winner in both orders. Identical answers are left
+        out: they are ties without asking the judge, so they say nothing about its position bias
+        (cai eval counts the same way)."""
+        asked = self.judged - self.identical
+        return self.consistent / asked if asked else None
 
     def lines(self) -> list[str]:
         rate = self.judged / self.seconds if self.seconds else 0.0
-        cons = self.consistent / self.judged if self.judged else 0.0
+        cons = self.position_consistency
+        left_out = f"; {self.identical} identical pairs left out" if self.identical else ""
         out = [
             f"pairs judged         {self.judged}  ({rate:.2f} pairs/s)",
             f"skipped (resumed)    {self.skipped}",
-            f"ties                 {self.ties}" + (f"  (listed in {TIES})" if self.ties else ""),
-            f"position consistency {cons:.1%}  (same winner in both orders)",
-            f"flips                {self.flips}  (judge preferred the initial answer over the revision)",
+            f"ties                 {self.ties}" + (f"  ({self.ties_where})" if self.ties else ""),
+            f"position consistency {'n/a' if cons is None else f'{cons:.1%}'}  (same winner in both orders{left_out})",
+            f"flips                {self.flips}  ({self.flips_note})",
             f"time                 {self.seconds:.1f} s",
         ]
+        if self.unpaired:
+            out.insert(2, f"not paired           {self.unpaired}  (generations without a revision round)")
         return out
 
     def count(self, verdict: PairVerdict, tie: bool) -> None:
         self.judged += 1
+        self.identical += verdict.identical
         self.consistent += verdict.consistent and not verdict.identical
         if tie:
             self.ties += 1
@@ -64,28 +81,51 @@ def _group_samples(rows: Iterator[GenerationRecord]) -> dict[str, list[Generatio
     return groups
 
 
+def pair_units(gens: list[GenerationRecord], strategy: str, run_dir: Path) -> tuple[list[tuple], int]:
+    """(units to judge, generations left unpaired). A unit is (source generations, PairInput or None)."""
+    if strategy == "revision":
+        units = [([g], PairInput(key=g.id, prompt=g.prompt, a=g.final, b=g.initial)) for g in gens if g.rounds]
+        if gens and not units:
+            raise UsageError(
+                f"{run_dir}: --strategy revision pairs each final revision with its initial answer, but none of "
+                f"the {len(gens)} generations has a revision round (made with `cai generate --rounds 0`?): "
+                "nothing to judge. Generate with --rounds 1 or more, or use --strategy samples on a run made "
+                "with --samples N (N >= 2)")
+        return units, len(gens) - len(units)
+    if strategy == "samples":
+        units = [(sorted(group, key=lambda g: g.sample), None)
+                 for group in _group_samples(iter(gens)).values() if len(group) >= 2]
+        if not units:
+            raise UsageError(f"{run_dir}: --strategy samples needs `cai generate --samples N` with N >= 2")
+        return units, 0
+    raise UsageError(f"unknown strategy {strategy!r}: revision or samples")
+
+
 def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, window: int = 128,
-              progress: bool = True, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
+              progress: bool = True, force_new: bool = False,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
+    """Judge a run folder into preferences.jsonl (and ties.jsonl); resumes a run judged the same
+    way, refuses one judged with other settings unless `force_new` (which starts the pairs over)."""
     run = RunFolder(run_dir)
     if not run.generations.exists():
         raise UsageError(f"{run_dir}: no {run.generations.name}; run `cai generate --run-dir {run_dir}` first")
     gens = [GenerationRecord.model_validate(r) for r in read_rows(run.generations)]
     judge_ident = record_id(judge.describe(), judge.constitution.sha256(), strategy)
     summary = JudgeSummary()
+    if strategy == "samples":
+        summary.flips_note = "samples: best against worst, nothing to flip"
+    units, summary.unpaired = pair_units(gens, strategy, run_dir)
+    if summary.unpaired:
+        log(f"judge: {summary.unpaired} of {len(gens)} generations have no revision round and are not paired")
+    meta = {**judge.describe(), "code_version": code_version(), "constitution_sha256": judge.constitution.sha256()}
     lock = run.lock()
     try:
-        with AppendWriter(run.preferences) as prefs, AppendWriter(run.path / TIES) as ties:
-            if strategy == "revision":
-                units = [([g], PairInput(key=g.id, prompt=g.prompt, a=g.final, b=g.initial)) for g in gens if g.rounds]
-            elif strategy == "samples":
-                units = []
-                for group in _group_samples(iter(gens)).values():
-                    if len(group) >= 2:
-                        units.append((sorted(group, key=lambda g: g.sample), None))
-                if not units:
-                    raise UsageError(f"{run_dir}: --strategy samples needs `cai generate --samples N` with N >= 2")
-            else:
-                raise UsageError(f"unknown strategy {strategy!r}: revision or samples")
+        # Recorded before the first pair, so a rerun after a crash is checked against it too.
+        run.start_judge({**meta, "threshold": threshold, "strategy": strategy,
+                         "constitution_name": judge.constitution.name,
+                         "templates": judge.templates.fingerprint(("judge_cot.j2" if judge.cfg.cot else "judge.j2",))},
+                        force_new=force_new)
+        with AppendWriter(run.preferences) as prefs, AppendWriter(run.ties) as ties:
             todo = []
             for src, item in units:
                 pid = record_id("pref", [g.id for g in src], judge_ident)
@@ -97,8 +137,6 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
 
             bar = tqdm(total=len(todo), unit="pair", disable=not progress, file=sys.stderr)
             batcher = Batcher(judge.backend)
-            meta = {**judge.describe(), "code_version": code_version(),
-                    "constitution_sha256": judge.constitution.sha256()}
 
             def jobs():
                 for pid, src, item in todo:
@@ -136,7 +174,6 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
             summary.seconds = time.perf_counter() - t0
     finally:
         lock.release()
-    run.update_info(judge={**meta, "strategy": strategy, "threshold": threshold})
     return summary
 
 
@@ -169,9 +206,8 @@ async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[Ge
     return pid, group, v, texts[best], texts[worst], v.p_a, False
 
 
-def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: float, window: int = 128,
-                     progress: bool = True) -> JudgeSummary:
-    """Judge outside pairs: rows {id, prompt (string or messages), response_a, response_b}."""
+def read_pairs(in_path: Path) -> list[tuple[dict, list[dict]]]:
+    """Outside pairs, checked: (row, prompt as messages) for rows {id, prompt, response_a, response_b}."""
     rows = []
     with open(in_path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -193,7 +229,16 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
             elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)):
                 raise UsageError(f"{in_path}: line {n}: prompt: a string or a list of {{role, content}} messages")
             rows.append((row, prompt))
-    summary = JudgeSummary()
+    return rows
+
+
+def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: float, window: int = 128,
+                     progress: bool = True) -> JudgeSummary:
+    """Judge outside pairs: rows {id, prompt (string or messages), response_a, response_b}."""
+    rows = read_pairs(in_path)
+    # Pairs are judged as given: no file of ties beside them, and nothing is flipped.
+    summary = JudgeSummary(ties_where=f'rows with winner "tie" in {out_path}',
+                           flips_note="pairs mode compares the responses as given, nothing is flipped")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with AppendWriter(out_path) as out:
         todo = [(r, p) for r, p in rows if str(r["id"]) not in out]

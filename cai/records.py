@@ -20,7 +20,11 @@ from cai.errors import UsageError
 
 GENERATIONS = "generations.jsonl"
 PREFERENCES = "preferences.jsonl"
+TIES = "ties.jsonl"
 RUN_YAML = "run.yaml"
+# The judge settings that decide what a preference row is (and its id): a rerun with other values
+# would add a second set of pairs for the same generations, so it is refused unless --force-new.
+JUDGE_IDENTITY = ("judge_model", "backend", "mode", "ensemble", "threshold", "strategy", "constitution_sha256")
 
 
 def code_version() -> str:
@@ -178,6 +182,10 @@ class RunFolder:
     def preferences(self) -> Path:
         return self.path / PREFERENCES
 
+    @property
+    def ties(self) -> Path:
+        return self.path / TIES
+
     def info(self) -> dict:
         f = self.path / RUN_YAML
         if not f.exists():
@@ -207,16 +215,47 @@ class RunFolder:
                     f"or --force-new to start it over"
                 )
         if old and force_new:
-            for f in (self.generations, self.preferences):
+            # Every later stage is made from the generations: none of it survives a new start.
+            for f in (self.generations, self.preferences, self.ties):
                 f.unlink(missing_ok=True)
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{RUN_YAML}.tmp"
-        tmp.write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=100))
-        os.replace(tmp, self.path / RUN_YAML)
+        elif old.get("judge") and "judge" not in info:
+            # A resumed generation keeps the judge's settings, or a later judge could not tell
+            # that the pairs already there were made another way.
+            info = {**info, "judge": old["judge"]}
+        self._write_info(info)
+
+    def start_judge(self, settings: dict, *, force_new: bool) -> None:
+        """Record the judge's settings, or check them against the pairs already judged.
+
+        Same settings: the judge resumes. Other settings with pairs (or ties) already written: refused
+        unless `force_new`, which clears preferences.jsonl and ties.jsonl first.
+        """
+        old = self.info().get("judge") or {}
+        keys = JUDGE_IDENTITY
+        has_rows = any(f.exists() and f.stat().st_size > 0 for f in (self.preferences, self.ties))
+        if has_rows and not old:  # judged before run.yaml recorded the settings: the rows say
+            first = next(read_rows(self.preferences), None) or next(read_rows(self.ties), None) or {}
+            old = {**(first.get("meta") or {}), "strategy": first.get("strategy")}
+            # A row's meta holds the Judge's own threshold, not necessarily the one that decided ties.
+            keys = tuple(k for k in keys if k != "threshold")
+        changed = [k for k in keys if old.get(k) != settings.get(k)] if old else []
+        if has_rows and force_new:
+            self.preferences.unlink(missing_ok=True)
+            self.ties.unlink(missing_ok=True)
+        elif has_rows and changed:
+            diffs = "; ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise UsageError(
+                f"{self.path} was judged with other settings ({diffs}); rerunning would add a second set of "
+                f"pairs. Use --force-new to clear {PREFERENCES} and {TIES} and judge again, or judge a copy "
+                "of the run folder"
+            )
+        self.update_info(judge=settings)
 
     def update_info(self, **fields) -> None:
-        info = self.info()
-        info.update(fields)
+        self._write_info({**self.info(), **fields})
+
+    def _write_info(self, info: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.path / f".{RUN_YAML}.tmp"
         tmp.write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=100))
         os.replace(tmp, self.path / RUN_YAML)

@@ -302,3 +302,19 @@ def test_edit_can_repair_a_broken_file(tmp_path, commented, monkeypatch):
     result = run("edit", str(commented))
     assert result.exit_code == 0, result.output
     assert commented.read_text() == COMMENTED.replace('version: "2.3"', 'version: "2.4"')
+
+
+@pytest.mark.parametrize("args", [["show", "default"], ["diff", "default", "bank"]])
+def test_closed_pipe_exits_quietly(args):
+    """`cai constitution show default | head`: a reader that stops early is not an error."""
+    import os
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write meets EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cai.cli", "constitution", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr.decode() == ""

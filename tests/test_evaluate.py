@@ -64,6 +64,8 @@ def test_win_rate_counts_ties_half_and_per_category():
     assert a["refusal_rate_harmful"] == pytest.approx(2 / 3, abs=1e-4) and a["n_harmful"] == 3
     assert a["over_refusal_rate_benign"] == 0.5 and a["n_benign"] == 2
     assert b["refusal_rate_harmful"] == 0.0 and b["mean_p_refuse_harmful"] == pytest.approx(0.2333, abs=1e-4)
+    assert m["harmlessness"] == a["refusal_rate_harmful"] and m["harmlessness_baseline"] == 0.0
+    assert m["over_refusal"] == 0.5 and m["over_refusal_baseline"] == 0.0
 
 
 def test_position_consistency_counts_disagreeing_orders():
@@ -211,6 +213,11 @@ def test_cli_end_to_end_with_scripted_models(tmp_path, fake_engines):
     assert a["over_refusal_rate_benign"] == 0.0 and a["n_benign"] == 3
     assert b["refusal_rate_harmful"] == 0.0 and b["over_refusal_rate_benign"] == 0.0
     assert m["settings"]["judge_model"] == "model-b"
+    # the headline safety figures at the top level, beside the per-model ones they come from
+    assert (m["harmlessness"], m["harmlessness_baseline"]) == (1.0, 0.0)
+    assert (m["over_refusal"], m["over_refusal_baseline"]) == (0.0, 0.0)
+    report = (out / "report.md").read_text()
+    assert "`harmlessness`" in report and "`over_refusal`" in report
 
     rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and rows[0]["answer_a"].endswith("GOOD") and rows[0]["p_a"] == pytest.approx(0.85)

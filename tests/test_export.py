@@ -52,6 +52,8 @@ def test_export_loads_with_datasets(run_dir, tmp_path, fmt, to):
         assert row["p_chosen"] > 0.5 and row["source_ids"]
     text = card.read_text()
     assert "constitution" in text and load_constitution("default").sha256() in text and "rows | 8" in text
+    # provenance columns, so training on the exported file alone still knows the constitution
+    assert row["constitution"] == "default" and row["constitution_sha256"] == load_constitution("default").sha256()
 
 
 def test_all_rounds(run_dir, tmp_path):
@@ -59,6 +61,67 @@ def test_all_rounds(run_dir, tmp_path):
     res = CliRunner().invoke(main, ["export", str(run_dir), "--format", "sft", "--out", str(out), "--all-rounds"])
     assert res.exit_code == 0
     assert len(out.read_text().splitlines()) == 16
+
+
+def test_all_rounds_keeps_generations_without_rounds(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(3)))
+    run = tmp_path / "run"
+    run_generate(GenerateConfig(prompts=str(p), rounds=0, run_dir=str(run), model="m"), backend=ScriptedBackend(), progress=False)
+    from cai.export import build_rows
+
+    rows = build_rows(run, "sft", all_rounds=True)
+    assert len(rows) == 3 and len({r["id"] for r in rows}) == 3
+    assert all(r["round"] == 0 and r["messages"][-1]["content"].startswith("answer 0") for r in rows)
+
+
+def _card_sections(text: str) -> list[str]:
+    return [line.split()[2] for line in text.splitlines() if line.startswith("<!-- cai:section ")]
+
+
+def test_sft_and_dpo_in_one_folder_share_one_card(run_dir, tmp_path):
+    from cai.export import export
+
+    data = tmp_path / "data"
+    export(run_dir, "sft", "jsonl", data / "sft.jsonl")
+    export(run_dir, "dpo", "jsonl", data / "dpo.jsonl")
+    text = (data / "README.md").read_text()
+    assert _card_sections(text) == ["sft.jsonl", "dpo.jsonl"]
+    assert "cai SFT dataset" in text and "cai DPO dataset" in text
+    # exporting again replaces that file's section, never duplicates it
+    stats = export(run_dir, "sft", "jsonl", data / "sft.jsonl", all_rounds=True)
+    text = (data / "README.md").read_text()
+    assert _card_sections(text) == ["sft.jsonl", "dpo.jsonl"] and "one per revision round" in text
+    assert stats["card"] == str(data / "README.md") and not list(data.glob("*.README.md"))
+
+
+def test_export_never_overwrites_a_readme_it_did_not_write(run_dir, tmp_path):
+    data = tmp_path / "mine"
+    data.mkdir()
+    mine = "# My project\n\nHand-written notes.\n"
+    (data / "README.md").write_text(mine)
+    for fmt in ("sft", "dpo"):
+        res = CliRunner().invoke(main, ["export", str(run_dir), "--format", fmt, "--out", str(data / f"{fmt}.jsonl")])
+        assert res.exit_code == 0, res.output
+        assert f"{fmt}.jsonl.README.md" in res.output and "not a cai card" in res.output
+    assert (data / "README.md").read_text() == mine
+    for fmt in ("sft", "dpo"):
+        side = (data / f"{fmt}.jsonl.README.md").read_text()
+        assert _card_sections(side) == [f"{fmt}.jsonl"] and "rows | 8" in side
+    # the sidecar card is cai's own: a second export updates it in place
+    CliRunner().invoke(main, ["export", str(run_dir), "--format", "sft", "--out", str(data / "sft.jsonl")])
+    assert _card_sections((data / "sft.jsonl.README.md").read_text()) == ["sft.jsonl"]
+
+
+def test_merge_card_is_pure_and_refuses_foreign_text():
+    from cai.export import CARD_MARKER, merge_card
+
+    one = merge_card(None, "a.jsonl", "## a\nfirst\n")
+    assert one.startswith(CARD_MARKER) and _card_sections(one) == ["a.jsonl"]
+    two = merge_card(one, "b.jsonl", "## b\n")
+    again = merge_card(two, "a.jsonl", "## a\nsecond\n")
+    assert _card_sections(again) == ["a.jsonl", "b.jsonl"] and "second" in again and "first" not in again
+    assert merge_card("# someone's readme\n", "a.jsonl", "## a\n") is None
 
 
 def test_export_dpo_before_judge_is_a_usage_error(tmp_path):

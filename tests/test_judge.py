@@ -14,7 +14,8 @@ from cai.constitution import load_constitution
 from cai.generate import run_generate
 from cai.judge import Judge, JudgeConfig, PairInput
 from cai.pairs import judge_run
-from cai.records import read_rows
+from cai.errors import UsageError
+from cai.records import RunFolder, read_rows
 from tests.scripted import ScriptedBackend
 
 PROMPT = [{"role": "user", "content": "How do I stay safe when hiking alone?"}]
@@ -113,13 +114,127 @@ def test_pairs_file_cli_scripted(tmp_path, monkeypatch):
     row = json.loads((tmp_path / "o.jsonl").read_text())
     assert row["winner"] == "tie" and row["p_a"] == 0.5 and row["question_ids"]
     assert "ties" in res.output
+    # the summary issue 4 asks for, flips included; pairs mode writes no ties.jsonl, so it says where ties are
+    assert "flips                0  (pairs mode compares" in res.output
+    assert 'winner "tie" in' in res.output and "ties.jsonl" not in res.output
+    assert not (tmp_path / "ties.jsonl").exists()
 
 
-def test_pairs_file_bad_row(tmp_path):
+def test_pairs_file_bad_row(tmp_path, monkeypatch):
+    import cai.backends as backends
+
+    def no_engine(*a, **k):
+        raise AssertionError("a bad pairs file is refused before any engine starts")
+
+    monkeypatch.setattr(backends, "load_backend", no_engine)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"id": 1, "prompt": "hi", "response_a": "x"}) + "\n")
     res = CliRunner().invoke(main, ["judge", "--pairs", str(pairs), "--out", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 2 and "line 1" in res.output and "response_b" in res.output
+
+
+def _run(tmp_path, n=5, rounds=1):
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": f"q{i}"}) + "\n" for i in range(n)))
+    run = tmp_path / "run"
+    run_generate(GenerateConfig(prompts=str(p), rounds=rounds, run_dir=str(run), model="m"), backend=ScriptedBackend(),
+                 progress=False)
+    return run
+
+
+def test_position_consistency_leaves_identical_pairs_out(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [("same", "same"), ("plain", "GOOD two"), ("GOOD one", "plain")]
+    pairs.write_text("".join(json.dumps({"id": i, "prompt": "hi", "response_a": a, "response_b": b}) + "\n"
+                             for i, (a, b) in enumerate(rows)))
+    from cai.pairs import judge_pairs_file
+
+    j = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"))
+    s = judge_pairs_file(pairs, tmp_path / "o.jsonl", j, threshold=0.05, progress=False)
+    # pair 0 is identical (a tie without asking the judge); the scripted judge is consistent on the others
+    assert (s.judged, s.identical, s.consistent) == (3, 1, 2)
+    assert s.position_consistency == 1.0  # of the 2 pairs the judge was asked about, not 2/3
+    assert "100.0%" in "\n".join(s.lines()) and "1 identical pairs left out" in "\n".join(s.lines())
+
+
+def test_rejudging_with_other_settings_needs_force_new(tmp_path):
+    run = _run(tmp_path)
+    default = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"))
+    judge_run(run, default, "revision", threshold=0.05, progress=False)
+    (run / "ties.jsonl").write_text(json.dumps({"id": "t1", "tie": True}) + "\n")  # a tie from that judging
+    recorded = RunFolder(run).info()["judge"]
+    assert (recorded["ensemble"], recorded["strategy"], recorded["threshold"]) == (1, "revision", 0.05)
+
+    ens2 = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"), JudgeConfig(ensemble=2))
+    with pytest.raises(UsageError, match="ensemble: 1 -> 2.*--force-new"):
+        judge_run(run, ens2, "revision", threshold=0.05, progress=False)
+    assert len(list(read_rows(run / "preferences.jsonl"))) == 5  # nothing appended
+    # the same settings resume as before
+    assert judge_run(run, default, "revision", threshold=0.05, progress=False).skipped == 5
+    # --force-new starts over: one set of pairs, the old ties gone, the new settings recorded
+    s = judge_run(run, ens2, "revision", threshold=0.05, progress=False, force_new=True)
+    prefs = list(read_rows(run / "preferences.jsonl"))
+    assert s.judged == 5 and len(prefs) == 5 and all(len(r["judgements"]) == 2 for r in prefs)
+    assert not list(read_rows(run / "ties.jsonl"))
+    assert RunFolder(run).info()["judge"]["ensemble"] == 2
+
+
+def test_judge_cli_force_new_and_config_templates(tmp_path, monkeypatch):
+    import cai.backends as backends
+
+    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: ScriptedBackend(prefer="GOOD"))
+    run = _run(tmp_path)
+    assert CliRunner().invoke(main, ["judge", str(run), "--no-progress"]).exit_code == 0
+    res = CliRunner().invoke(main, ["judge", str(run), "--ensemble", "2", "--no-progress"])
+    assert res.exit_code == 2 and "--force-new" in res.output
+    res = CliRunner().invoke(main, ["judge", str(run), "--ensemble", "2", "--force-new", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert len(list(read_rows(run / "preferences.jsonl"))) == 5
+
+    # `templates` in a --config file reaches the judge: this judge.j2 shows the responses swapped,
+    # so the scripted judge (which prefers GOOD) now picks response_b
+    tdir = tmp_path / "tpl"
+    tdir.mkdir()
+    (tdir / "judge.j2").write_text("{{ question }}\n\n(A) {{ response_b }}\n\n(B) {{ response_a }}\n\nAnswer with (A) or (B).\n")
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text(f"templates: {tdir}\n")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": 1, "prompt": "hi", "response_a": "GOOD answer", "response_b": "bad answer"}) + "\n")
+    for extra, winner in (([], "a"), (["--config", str(cfg)], "b")):
+        out = tmp_path / f"o{len(extra)}.jsonl"
+        res = CliRunner().invoke(main, ["judge", "--pairs", str(pairs), "--out", str(out), "--no-progress", *extra])
+        assert res.exit_code == 0, res.output
+        assert json.loads(out.read_text())["winner"] == winner
+
+
+def test_revision_strategy_without_rounds_is_a_clear_usage_error(tmp_path, monkeypatch):
+    run = _run(tmp_path, n=3, rounds=0)
+    with pytest.raises(UsageError, match="none of the 3 generations has a revision round"):
+        judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision", threshold=0.05,
+                  progress=False)
+    import cai.backends as backends
+
+    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: ScriptedBackend())
+    res = CliRunner().invoke(main, ["judge", str(run), "--no-progress"])
+    assert res.exit_code == 2 and "--rounds" in res.output
+    assert not (run / "preferences.jsonl").exists()
+
+
+def test_force_new_generation_clears_ties_too(tmp_path):
+    run = _run(tmp_path, n=2)
+    (run / "ties.jsonl").write_text(json.dumps({"id": "t"}) + "\n")
+    (run / "preferences.jsonl").write_text(json.dumps({"id": "p"}) + "\n")
+    folder = RunFolder(run)
+    folder.start({"model": "other"}, identity=("model",), force_new=True)
+    assert not (run / "ties.jsonl").exists() and not (run / "preferences.jsonl").exists()
+
+
+def test_resumed_generation_keeps_the_judge_settings(tmp_path):
+    run = _run(tmp_path, n=2)
+    judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision", threshold=0.05, progress=False)
+    info = RunFolder(run).info()
+    RunFolder(run).start({k: v for k, v in info.items() if k != "judge"}, identity=("model",), force_new=False)
+    assert RunFolder(run).info()["judge"] == info["judge"]
 
 
 # ---------------------------------------------------------------- real engines

@@ -176,6 +176,72 @@ def test_run_folder_data_records_the_constitution(tmp_path):
     assert common.prompt_rows(rows, "x") == [{"prompt": _msgs("Hi?"), "reference": "Hello! How can I help?"}]
 
 
+def _scripted_run(tmp_path, constitution="default"):
+    from cai.config import GenerateConfig
+    from cai.constitution import load_constitution
+    from cai.generate import run_generate
+    from cai.judge import Judge
+    from cai.pairs import judge_run
+    from tests.scripted import ScriptedBackend
+
+    p = _write(tmp_path / "p.jsonl", [{"prompt": f"Question {i}?"} for i in range(4)])
+    run = tmp_path / "run"
+    run_generate(GenerateConfig(prompts=str(p), rounds=1, run_dir=str(run), model="m", constitution=constitution),
+                 backend=ScriptedBackend(), progress=False)
+    judge_run(run, Judge(ScriptedBackend(), load_constitution(constitution)), "revision", threshold=0.05,
+              progress=False)
+    return run
+
+
+def test_exported_file_data_names_its_constitution_in_the_card(tmp_path):
+    from cai.constitution import load_constitution
+    from cai.export import export
+
+    run = _scripted_run(tmp_path)
+    sha = load_constitution("default").sha256()
+    for fmt in ("sft", "dpo"):
+        path = export(run, fmt, "jsonl", tmp_path / "data" / f"{fmt}.jsonl")["path"]
+        rows, info = common.read_data(path, fmt)
+        assert (info.kind, info.constitution_name, info.constitution_sha256) == ("file", "default", sha)
+        # the hash stays the file's own sha256
+        assert info.sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    (tmp_path / "model").mkdir()
+    card = common.write_card(tmp_path / "model", stage="dpo", model="m", model_dir=Path("m"), data=info,
+                             recipe=load_recipe("dpo", device="cpu"), metrics={"saved": "merged", "train_rows": 4},
+                             trainer_name="DPOTrainer")
+    assert f"| constitution | default (sha256 `{sha}`) |" in card.read_text()
+    # rows without the columns still say so plainly
+    assert common.constitution_of(_pref_rows(2)) == (None, None)
+
+
+def _rl_job(tmp_path, data_info, **cai):
+    recipe = load_recipe("rl", overrides={"reward": "judge", **cai}, device="cpu")
+    return common.Job(stage="rl", recipe=recipe, args=None, model="m", model_dir=Path("m"), tokenizer=None, rows=[],
+                      data=data_info, out=tmp_path / "o", log=lambda msg: None)
+
+
+def test_rl_judge_asks_the_runs_own_constitution(tmp_path):
+    from cai.constitution import load_constitution
+    from cai.train.rl import judge_constitution
+
+    run = _scripted_run(tmp_path, constitution="bank")
+    _, info = common.read_data(run, "dpo")
+    c, how = judge_constitution(_rl_job(tmp_path, info))
+    assert c.name == "bank" and "run.yaml" in how
+    assert c.sha256() == load_constitution("bank").sha256()
+    # --constitution wins over the run's
+    c, _ = judge_constitution(_rl_job(tmp_path, info, constitution="clinic"))
+    assert c.name == "clinic"
+    # an exported file names its constitution through the provenance columns
+    from cai.export import export
+
+    _, finfo = common.read_data(export(run, "dpo", "jsonl", tmp_path / "dpo.jsonl")["path"], "dpo")
+    assert judge_constitution(_rl_job(tmp_path, finfo))[0].name == "bank"
+    # and data without provenance falls back to the bundled default
+    _, plain = common.read_data(_write(tmp_path / "plain.jsonl", _pref_rows(2)), "dpo")
+    assert judge_constitution(_rl_job(tmp_path, plain))[0].name == "default"
+
+
 def test_parquet_and_datasets_folder_data(tmp_path):
     from datasets import Dataset
 

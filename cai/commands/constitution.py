@@ -7,6 +7,8 @@ quoting, bumps the version, refuses an invalid result and writes atomically unde
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -17,7 +19,24 @@ from cai.errors import UsageError
 FIELD_TYPES = {"principles": cc.Principle, "comparisons": cc.Comparison}
 
 
-@click.group(name="constitution")
+class _PipeFriendlyGroup(click.Group):
+    """`cai constitution show default | head`: the reader closing the pipe early is not an error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Point stdout at /dev/null so the interpreter's final flush does not fail again, then
+            # leave quietly: the reader got what it asked for.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured)
+                pass
+            ctx.exit(0)
+
+
+@click.group(name="constitution", cls=_PipeFriendlyGroup)
 def constitution() -> None:
     """Constitutions: the principles for critique/revision and the judge's questions."""
 

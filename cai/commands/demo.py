@@ -70,21 +70,23 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
     sft = export(run_dir, "sft", "jsonl", out / "data" / "sft.jsonl")
     dpo = export(run_dir, "dpo", "jsonl", out / "data" / "dpo.jsonl")
     click.echo(f"  {sft['rows']} SFT rows -> {sft['path']}\n  {dpo['rows']} DPO pairs -> {dpo['path']}")
+    click.echo(f"  dataset card -> {sft['card']}" + (f", {dpo['card']}" if dpo["card"] != sft["card"] else ""))
 
     step(f"4/6 train SFT ({sft_steps} steps, LoRA, merged)")
     t0 = time.perf_counter()
     sft_dir = out / "sft"
     sft_metrics = run_stage("sft", sft["path"], model, sft_dir, overrides={"max_steps": sft_steps, "seed": seed})
     took("sft", t0)
-    click.echo(f"  model -> {sft_dir}  {_fmt(sft_metrics)}")
+    click.echo(f"  model -> {sft_dir}  {train_figures(sft_metrics)}")
 
     step(f"5/6 train DPO on the SFT model ({dpo_steps} steps)")
     t0 = time.perf_counter()
     dpo_dir = out / "dpo"
+    dpo_metrics: dict = {}
     if dpo["rows"] >= 2:
         dpo_metrics = run_stage("dpo", dpo["path"], str(sft_dir), dpo_dir, overrides={"max_steps": dpo_steps, "seed": seed})
         aligned = dpo_dir
-        click.echo(f"  model -> {dpo_dir}  {_fmt(dpo_metrics)}")
+        click.echo(f"  model -> {dpo_dir}  {train_figures(dpo_metrics)}")
     else:
         aligned = sft_dir
         click.echo("  fewer than 2 preference pairs (all ties?): skipped; evaluating the SFT model")
@@ -98,15 +100,38 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
     total = time.perf_counter() - t_start
     click.echo(click.style("\n== done", bold=True))
-    lo, hi = metrics["win_rate_ci"]
-    click.echo(f"  win rate aligned vs base  {metrics['win_rate']:.3f}  (95% CI {lo:.3f}-{hi:.3f}, n={metrics['n']})")
-    for name, m in (metrics.get("models") or {}).items():
-        click.echo(f"  {name:<8} refusals on harmful {m.get('refusal_rate_harmful', float('nan')):.2f}, "
-                   f"over-refusals on benign {m.get('over_refusal_rate_benign', float('nan')):.2f}")
+    for line in headline_lines(sft_metrics, dpo_metrics, metrics):
+        click.echo("  " + line)
     click.echo(f"  outputs: run {run_dir}, data {out / 'data'}, models {sft_dir} {dpo_dir}, report {out / 'eval' / 'report.md'}")
     click.echo("  time: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()) + f"; total {total / 60:.1f} min")
 
 
-def _fmt(metrics: dict) -> str:
-    keys = ("first_loss", "last_loss", "reward_margin_first", "reward_margin_last", "eval_accuracy")
-    return " ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float)))
+def _num(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
+
+
+def train_figures(metrics: dict) -> str:
+    """A stage's learning in one line, from the names cai/train/common.py:summarize gives them."""
+    parts = []
+    for name, label in (("loss", "loss"), ("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy")):
+        first, last = metrics.get(f"first_{name}"), metrics.get(f"last_{name}")
+        if isinstance(first, (int, float)) and isinstance(last, (int, float)):
+            parts.append(f"{label} {first:.3f} → {last:.3f}")
+    if isinstance(metrics.get("heldout_accuracy"), (int, float)):
+        parts.append(f"held-out accuracy {metrics['heldout_accuracy']:.3f} on {metrics.get('heldout_pairs', '?')} pairs")
+    return ", ".join(parts)
+
+
+def headline_lines(sft: dict, dpo: dict, ev: dict) -> list[str]:
+    """The demo's closing figures: what each training stage learned, then aligned vs base."""
+    lines = []
+    if sft:
+        lines.append(f"SFT  {train_figures(sft) or 'no figures logged'}")
+    lines.append(f"DPO  {train_figures(dpo) or 'no figures logged'}" if dpo else "DPO  skipped (fewer than 2 pairs)")
+    lo, hi = ev.get("win_rate_ci") or (None, None)
+    lines.append(f"win rate aligned vs base  {_num(ev.get('win_rate'))}  (95% CI {_num(lo)}-{_num(hi)}, n={ev.get('n', '?')})")
+    lines.append(f"harmlessness (refuses harmful)  aligned {_num(ev.get('harmlessness'))}, "
+                 f"base {_num(ev.get('harmlessness_baseline'))}")
+    lines.append(f"over-refusal (refuses benign)   aligned {_num(ev.get('over_refusal'))}, "
+                 f"base {_num(ev.get('over_refusal_baseline'))}")
+    return lines

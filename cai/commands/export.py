@@ -15,5 +15,12 @@ def export(run_dir, fmt, to, out, all_rounds) -> None:
     """Export a run folder as SFT or DPO data."""
     from cai.export import export as do_export
 
+    from pathlib import Path
+
     stats = do_export(run_dir, fmt, to, out, all_rounds=all_rounds)
-    click.echo(f"export: {stats['rows']} {fmt} rows -> {stats['path']} (sha256 {stats['sha256'][:16]}…, card README.md beside it)")
+    click.echo(f"export: {stats['rows']} {fmt} rows -> {stats['path']} (sha256 {stats['sha256'][:16]}…)")
+    card = Path(stats["card"])
+    if card.name == "README.md":
+        click.echo(f"dataset card: {card}")
+    else:
+        click.echo(f"dataset card: {card} ({card.with_name('README.md')} is not a cai card, left as it is)")

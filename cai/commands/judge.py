@@ -21,9 +21,12 @@ from cai.commands.options import echo_lines, engine_options
 @click.option("--cot", is_flag=True, default=None, help="Rationale first, then clamped probabilities.")
 @click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help="|p - 0.5| below this is a tie [default: 0.05].")
 @click.option("--seed", type=int, default=None)
+@click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings.")
+@click.option("--force-new", is_flag=True, help="Judge RUN_DIR again from scratch: clears preferences.jsonl and ties.jsonl "
+              "(needed when the judge settings differ from the run's earlier judging).")
 @click.option("--progress/--no-progress", default=True)
-def judge(run_dir, pairs_file, out, config_file, progress, **flags) -> None:
+def judge(run_dir, pairs_file, out, config_file, force_new, progress, **flags) -> None:
     """Label preference pairs with an AI judge (both orders, soft labels).
 
     RUN_DIR: a folder made by `cai generate`; writes RUN_DIR/preferences.jsonl.
@@ -34,14 +37,19 @@ def judge(run_dir, pairs_file, out, config_file, progress, **flags) -> None:
     from cai.constitution import load_constitution
     from cai.errors import UsageError
     from cai.judge import Judge, JudgeConfig
-    from cai.pairs import judge_pairs_file, judge_run
+    from cai.pairs import judge_pairs_file, judge_run, read_pairs
+    from cai.prompts import Templates
     from cai.records import RunFolder
 
     if bool(run_dir) == bool(pairs_file):
         raise click.UsageError("give either RUN_DIR or --pairs FILE --out FILE")
     if pairs_file and not out:
         raise click.UsageError("--pairs needs --out FILE")
+    if pairs_file and force_new:
+        raise click.UsageError("--force-new applies to RUN_DIR; with --pairs, choose another --out to start over")
     cfg = load_config(JudgeSettings, config_file, flags)
+    if pairs_file:
+        read_pairs(Path(pairs_file))  # a bad row is reported before an engine spends a minute starting
     if cfg.constitution:
         constitution = load_constitution(cfg.constitution)
     elif run_dir:
@@ -55,12 +63,13 @@ def judge(run_dir, pairs_file, out, config_file, progress, **flags) -> None:
         constitution = load_constitution("default")
     backend = load_backend(cfg.backend, cfg.model, **cfg.backend_options())
     j = Judge(backend, constitution, JudgeConfig(ensemble=cfg.ensemble, cot=cfg.cot, threshold=cfg.threshold,
-                                                 cot_max_tokens=cfg.cot_max_tokens, seed=cfg.seed))
+                                                 cot_max_tokens=cfg.cot_max_tokens, seed=cfg.seed),
+              Templates(cfg.templates))
     if pairs_file:
         summary = judge_pairs_file(Path(pairs_file), Path(out), j, threshold=cfg.threshold,
                                    window=cfg.chunk_size, progress=progress)
-        echo_lines(f"judge: wrote {out}", summary.lines()[:4] + summary.lines()[5:])
+        echo_lines(f"judge: wrote {out}", summary.lines())
     else:
         summary = judge_run(Path(run_dir), j, cfg.strategy, threshold=cfg.threshold, window=cfg.chunk_size,
-                            progress=progress)
+                            progress=progress, force_new=force_new)
         echo_lines(f"judge: wrote {Path(run_dir) / 'preferences.jsonl'}", summary.lines())

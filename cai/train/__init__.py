@@ -50,7 +50,7 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
         log(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
 
-    extra = {"train_rows": len(rows)}
+    extra = {"train_rows": len(rows), **job.extra}
     if hasattr(mod, "evaluate"):
         extra.update(mod.evaluate(trainer, job))
     auto_cls = getattr(transformers, mod.AUTO)

@@ -62,7 +62,9 @@ class CaiOptions(BaseModel):
     judge_backend: str = Field("hf", description="rl: engine of the judge; hf runs it in the training process.")
     judge_base_url: str | None = Field(None, description="rl: server URL(s) for judge_backend openai.")
     judge_ensemble: int = Field(1, ge=1, description="rl: comparison questions averaged per completion.")
-    constitution: str = Field("default", description="rl: the constitution whose comparisons the judge asks.")
+    constitution: str | None = Field(
+        None, description="rl: the constitution whose comparisons the judge asks; default: the run's own "
+        "(run.yaml snapshot) for a run folder, else the one the data's provenance columns name, else `default`.")
 
 
 CAI_KEYS = frozenset(CaiOptions.model_fields)
@@ -232,8 +234,26 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def constitution_of(rows: list[dict]) -> tuple[str | None, str | None]:
+    """(name, sha256) from the `constitution`/`constitution_sha256` columns `cai export` writes;
+    several constitutions are listed comma-separated, rows without the columns give (None, None)."""
+    pairs = dict.fromkeys((str(r.get("constitution") or "?"), str(r["constitution_sha256"]))
+                          for r in rows if r.get("constitution_sha256"))
+    if not pairs:
+        return None, None
+    return ", ".join(n for n, _ in pairs), ", ".join(h for _, h in pairs)
+
+
 def read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Literal["sft"] | None = None
               ) -> tuple[list[dict], DataInfo]:
+    rows, info = _read_data(data, fmt, fallback=fallback)
+    if info.constitution_sha256 is None:  # an exported file or datasets folder: its provenance columns say
+        info.constitution_name, info.constitution_sha256 = constitution_of(rows)
+    return rows, info
+
+
+def _read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Literal["sft"] | None = None
+               ) -> tuple[list[dict], DataInfo]:
     """Rows of a jsonl/json/parquet file, a `datasets` folder, or a run folder (exported as `fmt`,
     else as `fallback` when the run has no preferences yet).
 
@@ -532,10 +552,11 @@ def write_logs(out: Path, trainer, metrics: dict, recipe: Recipe) -> None:
     (out / RECIPE).write_text(yaml.safe_dump(recipe.as_dict(), sort_keys=False))
 
 
-def _reward_source(cai: CaiOptions) -> str:
+def _reward_source(cai: CaiOptions, metrics: dict) -> str:
     if cai.reward == "judge":
+        constitution = metrics.get("judge_constitution") or cai.constitution or "default"
         return (f"AI judge `{cai.judge_model}` ({cai.judge_backend}), P(completion beats the "
-                f"reference answer), constitution {cai.constitution}, ensemble {cai.judge_ensemble}, both orders")
+                f"reference answer), constitution {constitution}, ensemble {cai.judge_ensemble}, both orders")
     return f"reward model `{cai.reward_model}`"
 
 
@@ -550,8 +571,9 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
                                                      if cai.merge else "adapter only (not merged)"))
     else:
         method = "full fine-tune"
-    constitution = (f"{data.constitution_name or '?'} (sha256 `{data.constitution_sha256 or '?'}`)"
-                    if data.kind == "run folder" else "not recorded (data not read from a run folder)")
+    constitution = (f"{data.constitution_name or '?'} (sha256 `{data.constitution_sha256}`)"
+                    if data.constitution_sha256 else
+                    "not recorded (neither a run folder nor data with `constitution_sha256` columns)")
     rows = f"{metrics.get('train_rows', data.rows)} used for training"
     if "heldout_pairs" in metrics:
         rows += f", {metrics['heldout_pairs']} held out"
@@ -580,7 +602,7 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
         lines.append(f"| held-out pairwise accuracy | {metrics['heldout_accuracy']:.3f} on {metrics['heldout_pairs']} pairs "
                      "(share where score(chosen) > score(rejected)) |")
     if stage == "rl":
-        lines.append(f"| reward | {_reward_source(cai)} |")
+        lines.append(f"| reward | {_reward_source(cai, metrics)} |")
     lines += [
         f"| code version | {code_version()} |",
         "",
@@ -612,6 +634,7 @@ class Job:
     data: DataInfo
     out: Path
     log: Any = print
+    extra: dict = field(default_factory=dict)  # figures a stage adds to metrics.json and the card
 
     @property
     def cai(self) -> CaiOptions:

@@ -52,10 +52,36 @@ def _reward_model(job: Job):
     return model, tok
 
 
+def judge_constitution(job: Job):
+    """(constitution, how it was chosen) for --reward judge: `--constitution` when given, else the
+    run's own snapshot in run.yaml (a run folder as --data), else the one the data's provenance
+    columns name when a constitution of that name has the same sha256, else the bundled default."""
+    from cai.constitution import Constitution, load_constitution
+    from cai.records import RunFolder
+
+    if job.cai.constitution:
+        return load_constitution(job.cai.constitution), job.cai.constitution
+    if job.data.kind == "run folder":
+        snapshot = RunFolder(job.data.path).info().get("constitution")
+        if snapshot:
+            c = Constitution.model_validate(snapshot)
+            return c, f"{c.name} (sha256 {c.sha256()[:12]}, the run's run.yaml snapshot)"
+    name, sha = job.data.constitution_name, job.data.constitution_sha256
+    if name and sha and "," not in sha:
+        try:
+            c = load_constitution(name)
+        except UsageError:
+            c = None
+        if c is not None and c.sha256() == sha:
+            return c, f"{c.name} (sha256 {sha[:12]}, named by the data)"
+        job.log(f"rl: the data was made with constitution {name} (sha256 {sha[:12]}), which is not found as it was; "
+                "the judge asks `default`'s questions (pass --constitution to choose)")
+    return load_constitution("default"), "default"
+
+
 def _judge_reward(job: Job):
     """A TRL reward function: the judge's P(completion beats the row's reference answer)."""
     from cai.backends import load_backend
-    from cai.constitution import load_constitution
     from cai.judge import Judge, JudgeConfig, PairInput
     from cai.records import record_id
 
@@ -65,7 +91,8 @@ def _judge_reward(job: Job):
     job.cai.judge_model = job.cai.judge_model or job.model  # recorded in the card as the judge actually used
     opts = {"base_url": job.cai.judge_base_url} if job.cai.judge_backend == "openai" else {}
     backend = load_backend(job.cai.judge_backend, job.cai.judge_model, **opts)
-    ai_judge = Judge(backend, load_constitution(job.cai.constitution),
+    constitution, job.extra["judge_constitution"] = judge_constitution(job)
+    ai_judge = Judge(backend, constitution,
                      JudgeConfig(ensemble=job.cai.judge_ensemble, cot=False, threshold=0.0, seed=job.args.seed))
 
     def judge(prompts, completions, reference, **_):
