@@ -19,7 +19,7 @@ JUDGE = [
     [{"role": "user", "content": "Which answer is correct? (A) Paris is the capital of France. (B) Rome is the capital of France."}],
     [{"role": "user", "content": "Which reply is kinder? (A) You are an idiot. (B) Thanks for asking, here is how it works."}],
 ]
-# bf16 weights in two different kernels: greedy paths agree at first, option probabilities within
+# The same weights in two different kernels: greedy paths agree at first, option probabilities within
 # this much (absolute, after normalising over A/B).
 P_TOLERANCE = 0.12
 
@@ -30,7 +30,7 @@ def test_greedy_answers_agree(vllm_backend, hf_backend):
     h = hf_backend.chat(CHATS, params)
     for cv, ch in zip(v, h):
         assert cv[0].text and ch[0].text
-        # Compare the first few words: later tokens may drift on bf16 rounding ties.
+        # Compare the first few words: later tokens may drift on rounding ties.
         assert cv[0].text.split()[:4] == ch[0].text.split()[:4]
         assert cv[0].tokens > 0 and ch[0].tokens > 0
         assert cv[0].finish_reason in ("stop", "length")

@@ -10,12 +10,13 @@ import math
 from typing import Sequence
 
 from cai.backends.base import Completion, Conversation, SamplingParams, option_token_variants, prefixes_for
+from cai.backends.hardware import compute_dtype
 
 
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model: str, *, dtype: str = "bfloat16", batch_size: int = 16, device: str | None = None):
+    def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 16, device: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -26,6 +27,9 @@ class HFBackend:
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
+        if dtype == "auto":
+            dtype = compute_dtype(self.device.startswith("cuda"))
+        self.dtype = dtype
         self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
 
     def _render(self, conv: Conversation, *, prefix: str | None = None) -> str:

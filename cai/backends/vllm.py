@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from cai.backends.base import Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs, prefixes_for
+from cai.backends.hardware import compute_dtype
 
 # The one engine of this process (offline or async kind): a second would double the memory and
 # fight for the cores, so starting another kind or model stops the current one first.
@@ -72,7 +73,7 @@ def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | No
         env = os.environ.get("CAI_VLLM_MEMORY")
         memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
     if dtype == "auto":
-        dtype = "bfloat16"
+        dtype = compute_dtype(on_gpu)
     return LLM(
         model=model,
         dtype=dtype,

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from cai.backends.base import (Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs,
                                prefixes_for)
+from cai.backends.hardware import compute_dtype
 from cai.backends.vllm import TOP_LOGPROBS, activate, cpu_kv_fraction, engine_workarounds, decoded_logprobs, to_completions, to_vllm_params
 
 class _AsyncEngine:
@@ -64,7 +65,8 @@ class AsyncVLLMBackend:
     pipelined = True
 
     def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
-                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0):
+                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0,
+                 engine_args: dict | None = None):
         import os
 
         import torch
@@ -76,10 +78,10 @@ class AsyncVLLMBackend:
         if memory_fraction is None:
             env = os.environ.get("CAI_VLLM_MEMORY")
             memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
-        self._args = dict(model=model, dtype="bfloat16", max_model_len=max_model_len, enforce_eager=not on_gpu,
+        self._args = dict(model=model, dtype=compute_dtype(on_gpu), max_model_len=max_model_len, enforce_eager=not on_gpu,
                           gpu_memory_utilization=memory_fraction, enable_prefix_caching=prefix_caching,
                           tensor_parallel_size=tensor_parallel_size, seed=seed, disable_log_stats=True,
-                          **engine_workarounds(on_gpu))
+                          **engine_workarounds(on_gpu), **(engine_args or {}))
         self._engine  # start now, not on the first request
 
     @property
