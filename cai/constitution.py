@@ -1,7 +1,10 @@
 """The constitution: critique/revision principles, the judge's comparison questions, examples.
 
 A constitution is a YAML file checked by the models below (unknown keys are an error). Loading
-reports every problem as `file:line: field: message`. Edits (`cai constitution add/remove/set`)
+reports every problem as `file:line: field: message`. Two kinds: errors (bad YAML, a missing field,
+a wrong type, a duplicate id, ...) make a file unusable; warnings (template syntax in a text, two
+near-identical principles) are likely mistakes that `cai constitution validate` and the editing
+commands refuse, while a run only prints them: the text is sent as it is, never rendered. Edits (`cai constitution add/remove/set`)
 change only the lines they must, so a user's comments, key order and quoting survive them; the
 round-trip parse of ruamel.yaml supplies the line numbers, and renders the new lines.
 """
@@ -16,6 +19,7 @@ import math
 import os
 import random
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString, SingleQuotedScalarString
+from ruamel.yaml.scalarstring import (
+    DoubleQuotedScalarString,
+    FoldedScalarString,
+    LiteralScalarString,
+    SingleQuotedScalarString,
+)
 
 from cai.errors import UsageError
 from cai.resources import bundled_dir
@@ -174,6 +183,7 @@ class Problem:
     line: int | None
     field: str
     message: str
+    warning: bool = False  # a likely mistake, not a broken file: loading for a run goes on
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
@@ -300,7 +310,7 @@ def _lint(file: str, doc: CommentedMap, data: dict) -> list[Problem]:
             if found:
                 problems.append(Problem(file, _line(doc, loc), _field(loc),
                                         f"contains template syntax {found.group()!r}: constitution text is sent "
-                                        "to the model as it is, never rendered"))
+                                        "to the model as it is, never rendered", warning=True))
         if section in SECTIONS:
             problems += _near_duplicates(file, doc, entries)
     return problems
@@ -321,13 +331,21 @@ def _near_duplicates(file: str, doc: CommentedMap, entries: list[tuple[tuple, st
                 loc_i, loc_j = entries[i][0], entries[j][0]
                 problems.append(Problem(file, _line(doc, loc_j), _field(loc_j),
                                         f"{how} {_field(loc_i)} (line {_line(doc, loc_i)}): merge the two, "
-                                        "or raise the weight of one"))
+                                        "or raise the weight of one", warning=True))
                 break
     return problems
 
 
-def check_text(text: str, file: str = "<text>") -> tuple[Constitution | None, list[Problem]]:
-    """The constitution in `text` if it is valid, and every problem found (empty when valid)."""
+def errors_only(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if not p.warning]
+
+
+def check_text(text: str, file: str = "<text>", *, strict: bool = True) -> tuple[Constitution | None, list[Problem]]:
+    """The constitution in `text` if it is valid, and every problem found (empty when valid).
+
+    `strict=False` also returns the constitution when the only problems are warnings (loading for
+    a run); the problems list always holds all of them.
+    """
     doc, problems = _parse(text, file)
     if problems:
         return None, problems
@@ -348,7 +366,8 @@ def check_text(text: str, file: str = "<text>") -> tuple[Constitution | None, li
                      for e in exc.errors() if e["loc"]]
     problems += _lint(file, doc, data)
     problems = sorted(dict.fromkeys(problems), key=lambda p: p.line or 0)
-    return (None if problems else constitution), problems
+    usable = not (problems if strict else errors_only(problems))
+    return (constitution if usable else None), problems
 
 
 def validate_file(path: str | Path) -> list[Problem]:
@@ -399,15 +418,25 @@ def resolve_constitution(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_constitution(name_or_path: str | Path) -> Constitution:
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def load_constitution(name_or_path: str | Path, *, warn: Callable[[str], None] | None = _to_stderr) -> Constitution:
+    """Load for use: errors refuse the file (UsageError, exit 2); warnings go to `warn`, since
+    their text reaches the model as it is (a `{{ ... }}` in a principle is literal text, not code)."""
     path = resolve_constitution(name_or_path)
     try:
         text = read_text(path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    constitution, problems = check_text(text, str(path))
-    if problems:
-        raise ConstitutionError(problems)
+    constitution, problems = check_text(text, str(path), strict=False)
+    errors = errors_only(problems)
+    if errors:
+        raise ConstitutionError(errors)
+    if warn is not None:
+        for p in problems:
+            warn(f"warning: {p}")
     constitution.source = str(path)
     return constitution
 
@@ -600,11 +629,12 @@ class Editor:
         self._splice(line, end, new)
 
     def _key_comment(self, line: int) -> tuple[int, str] | None:
-        """The comment after `key:` when the value starts on the next line (a block list or text)."""
+        """The comment after `key:` (or after its `|-`/`>-` header) when the value starts on the
+        next line (a block list or text)."""
         text = self.lines[line].rstrip("\r\n")
-        rest = text[text.find(":") + 1:]
-        if rest.lstrip().startswith("#"):
-            return len(text) - len(rest.lstrip()), rest.strip()
+        found = re.match(r"\s*(?:[|>][-+0-9]*)?\s*(#.*)$", text[text.find(":") + 1:])
+        if found and found.group(1):
+            return text.find(":") + 1 + found.start(1), found.group(1).rstrip()
         return None
 
     def bump(self) -> tuple[str, str]:
@@ -624,6 +654,8 @@ def _inline_comment(mapping: CommentedMap, key: str, line: int) -> tuple[int, st
 def _styled(old: Any, new: Any) -> Any:
     """`new` in the style of the value it replaces: same quotes, block text, flow list."""
     if isinstance(new, str):
+        if isinstance(old, FoldedScalarString):  # `>-` stays folded (ruamel: a subclass of str, not Literal)
+            return FoldedScalarString(new)
         if "\n" in new.strip() or isinstance(old, LiteralScalarString):
             return LiteralScalarString(new)
         for kind in (DoubleQuotedScalarString, SingleQuotedScalarString):
@@ -690,20 +722,28 @@ def update_file(path: str | Path, change: Callable[[Editor], Any]) -> Change:
         raise UsageError(f"{path}: no such file")
     with file_lock(path):
         text = read_text(path)
-        before, problems = check_text(text, str(path))
-        if problems:
-            raise ConstitutionError(problems, "; fix the file first (`cai constitution edit`)")
+        before, problems = check_text(text, str(path), strict=False)
+        if before is None:
+            raise ConstitutionError(errors_only(problems), "; fix the file first (`cai constitution edit`)")
         editor = Editor(text)
         change(editor)
         if editor.text == text:
             return Change(path, before.version, before.version, False)
         editor = Editor(editor.text)
         old, new = editor.bump()
-        _, problems = check_text(editor.text, str(path))
-        if problems:
-            raise ConstitutionError(problems, "; nothing was written")
+        # A file that already had a warning stays editable; a change must not add one.
+        _, after = check_text(editor.text, str(path), strict=False)
+        known = {_warning_key(p) for p in problems if p.warning}
+        refused = [p for p in after if not p.warning or _warning_key(p) not in known]
+        if refused:
+            raise ConstitutionError(refused, "; nothing was written")
         write_atomic(path, editor.text)
         return Change(path, old, new, True)
+
+
+def _warning_key(p: Problem) -> tuple[str, str]:
+    # Lines move when an edit adds lines above; the field and the message (minus line numbers) stay.
+    return p.field, re.sub(r"\(line \d+\)", "", p.message)
 
 
 def new_text(name: str) -> str:

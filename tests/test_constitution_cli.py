@@ -187,6 +187,27 @@ def test_set_coerces_values_and_keeps_comments(commented):
     assert "\n  # about alpha\n  - id: alpha2\n" in commented.read_text()
 
 
+FOLDED = COMMENTED.replace("    question: Which response states its uncertainty more plainly?\n",
+                           "    question: >-   # folded on purpose\n      Which response states its\n"
+                           "      uncertainty more plainly?\n")
+
+
+def test_set_keeps_folded_and_literal_block_styles(tmp_path):
+    path = tmp_path / "folded.yaml"
+    path.write_text(FOLDED, encoding="utf-8")
+    assert run("set", str(path), "franker", "question", "Which response admits doubt?").exit_code == 0
+    assert run("set", str(path), "beta", "revision", "Rewrite your last response helpfully.").exit_code == 0
+    removed, added = diff(FOLDED, path.read_text())
+    assert removed == ['version: "2.3"   # bumped by every change', "      Rewrite your last response", "      so it helps.",
+                       "      Which response states its", "      uncertainty more plainly?"]
+    assert added == ['version: "2.5"   # bumped by every change', "      Rewrite your last response helpfully.",
+                     "      Which response admits doubt?"]
+    assert "    revision: |-\n      Rewrite your last response helpfully.\n" in path.read_text()
+    assert "    question: >-   # folded on purpose\n      Which response admits doubt?\n" in path.read_text()
+    c = load_constitution(path)
+    assert c.comparisons[1].question == "Which response admits doubt?"
+
+
 @pytest.mark.parametrize("args, message", [
     (["set", "{path}", "alpha", "colour", "red"], "no field 'colour'"),
     (["set", "{path}", "alpha", "weight", "heavy"], "must be a number"),

@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
+from cai.backends.base import Completion
 from cai.cli import main
 from cai.config import GenerateConfig
 from cai.constitution import load_constitution
@@ -123,7 +125,8 @@ def test_bad_prompt_row_names_the_row(tmp_path):
     p.write_text('{"prompt": "ok"}\n{"prompt": 5}\n')
     res = CliRunner().invoke(main, ["generate", "--prompts", str(p), "--run-dir", str(tmp_path / "r")])
     assert res.exit_code == 2
-    assert "bad.jsonl" in res.output and "2" in res.output and "prompt" in res.output
+    # the row's number in its own words (the tmp path alone may hold a "2") and the field at fault
+    assert f"{p}: line 2: prompt: must be a string or a list of messages" in res.output
     assert not (tmp_path / "r" / "generations.jsonl").exists()
 
 
@@ -133,6 +136,207 @@ def test_bad_constitution_names_file_line_field(tmp_path):
     res = CliRunner().invoke(main, ["generate", "--constitution", str(c), "--run-dir", str(tmp_path / "r")])
     assert res.exit_code == 2
     assert "c.yaml:8" in res.output and "weight" in res.output
+
+
+GOOD_YAML = """\
+name: small
+version: "1.0"
+description: A small constitution.
+principles:
+  - id: harm
+    critique: Point out anything harmful in your last response.
+    revision: Rewrite your last response without the harmful parts.
+    weight: 2
+comparisons:
+  - id: safer
+    question: Which response is less harmful?
+"""
+
+
+@pytest.mark.parametrize("text, where", [
+    # bad YAML: an unclosed flow list
+    (GOOD_YAML.replace("comparisons:\n", "comparisons: [\n"), ":10: yaml: not valid YAML"),
+    (GOOD_YAML.replace("    question: Which response is less harmful?\n", ""),
+     ":10: comparisons[0].question: required field is missing"),
+    (GOOD_YAML.replace("id: safer", "id: harm"), ":10: comparisons[0].id: duplicate id 'harm' (first used at line 5)"),
+    (GOOD_YAML.replace("weight: 2", "weight: [2]"), ":8: principles[0].weight: must be a number"),
+])
+def test_malformed_constitution_exits_2_with_file_line_and_field(tmp_path, text, where):
+    c = tmp_path / "c.yaml"
+    c.write_text(text)
+    res = CliRunner().invoke(main, ["generate", "--constitution", str(c), "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert f"Error: {c}{where}" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+class RecordingBackend(ScriptedBackend):
+    """Keeps every conversation it was sent."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen: list[list[dict]] = []
+
+    def chat(self, conversations, params):
+        self.seen += [list(c) for c in conversations]
+        return super().chat(conversations, params)
+
+
+class FailingBackend(RecordingBackend):
+    """Answers like ScriptedBackend, except that requests whose prompt mentions `marker` fail at
+    `step` ("answer", "critique" or "revision") the way the openai backend reports a request
+    that ran out of retries."""
+
+    def __init__(self, marker: str, step: str):
+        super().__init__()
+        self.marker, self.step = marker, step
+
+    def chat(self, conversations, params):
+        out = super().chat(conversations, params)
+        for i, conv in enumerate(conversations):
+            last = conv[-1]["content"]
+            step = ("revision" if "Reply with the rewritten response only" in last
+                    else "critique" if "critique" in last.lower() else "answer")
+            if step == self.step and any(self.marker in m["content"] for m in conv if m["role"] == "user"):
+                out[i] = [Completion(text="", tokens=0, finish_reason="error", error="HTTP 503 from http://x: busy (6 attempts)")
+                          for _ in out[i]]
+        return out
+
+
+INJECTION = "{{ ''.__class__ }}"
+
+
+def test_template_injection_in_a_constitution_file_reaches_the_model_as_text(tmp_path):
+    c = tmp_path / "inj.yaml"
+    c.write_text(GOOD_YAML.replace("Point out anything harmful in your last response.",
+                                   f"\"Point out {INJECTION} and {{% for x in y %}} in your last response.\""))
+    notes: list[str] = []
+    be = RecordingBackend()
+    s = run_generate(cfg(tmp_path, constitution=str(c), n=2, samples=1, rounds=1), backend=be, progress=False,
+                     log=notes.append)
+    assert s.written == 2
+    critiques = [conv[-1]["content"] for conv in be.seen if "critique only" in conv[-1]["content"]]
+    assert len(critiques) == 2
+    assert all(f"Point out {INJECTION} and {{% for x in y %}} in your last response." in t for t in critiques)
+    # the run goes on, but says where the suspicious text is
+    assert any(n.startswith(f"warning: {c}:6: principles[0].critique: contains template syntax") for n in notes), notes
+    assert [r["rounds"][0]["principle_id"] for r in rows(tmp_path)] == ["harm", "harm"]
+
+
+def test_template_injection_through_the_cli(tmp_path, monkeypatch):
+    c = tmp_path / "inj.yaml"
+    c.write_text(GOOD_YAML.replace("Point out anything harmful in your last response.", f'"{INJECTION}"'))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    be = RecordingBackend()
+    monkeypatch.setattr("cai.generate.load_backend", lambda *a, **k: be)
+    res = CliRunner().invoke(main, ["generate", "--constitution", str(c), "--prompts", str(write_prompts(tmp_path / "p.jsonl", 1)),
+                                    "--model", str(model), "--backend", "hf", "--rounds", "1",
+                                    "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert f"{c}:6: principles[0].critique: contains template syntax" in res.output
+    assert any(conv[-1]["content"].startswith(INJECTION + "\n") for conv in be.seen)
+
+
+@pytest.mark.parametrize("step", ["answer", "critique", "revision"])
+def test_failed_requests_are_not_written_and_are_retried(tmp_path, step):
+    c = cfg(tmp_path, n=6, samples=2, rounds=2)
+    notes: list[str] = []
+    s = run_generate(c, backend=FailingBackend("(3)", step), progress=False, log=notes.append)
+    out = rows(tmp_path)
+    assert s.failed == 2 and s.written == len(out) == 10
+    assert not any("(3)" in r["prompt"][-1]["content"] for r in out)
+    failures = [n for n in notes if n.startswith("failed sample")]
+    assert len(failures) == 2 and all("HTTP 503" in n and "not written" in n for n in failures)
+    if step != "answer":
+        assert all(f"round 1 {step}:" in n for n in failures)
+    assert any("2 failed samples not written" in line for line in s.lines())
+    # the rerun retries exactly the failed samples
+    again = run_generate(c, backend=ScriptedBackend(), progress=False)
+    assert again.failed == 0 and again.written == 2 and again.skipped == 10
+    assert len(rows(tmp_path)) == 12
+
+
+def test_failed_samples_make_the_cli_exit_1(tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    monkeypatch.setattr("cai.generate.load_backend", lambda *a, **k: FailingBackend("(1)", "critique"))
+    args = ["generate", "--prompts", str(write_prompts(tmp_path / "p.jsonl", 3)), "--model", str(model),
+            "--backend", "hf", "--rounds", "1", "--run-dir", str(tmp_path / "run"), "--no-progress"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    assert "failed         1" in res.output and "failed sample" in res.output
+    assert len(rows(tmp_path)) == 2
+
+
+def test_a_failed_start_leaves_the_run_folder_usable(tmp_path):
+    run_dir = tmp_path / "run"
+    res = CliRunner().invoke(main, ["generate", "--model", "bogus", "--run-dir", str(run_dir), "--no-progress"])
+    assert res.exit_code == 2 and "unknown model 'bogus'" in res.output
+    assert not (run_dir / "run.yaml").exists()
+    # A run.yaml left by an older failed start, with no rows written: nothing to protect.
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "run.yaml").write_text("stage: generate\nmodel: bogus\nconstitution_sha256: x\nidentity_hash: y\n")
+    (run_dir / "generations.jsonl").write_text("")
+    s = run_generate(cfg(tmp_path), backend=ScriptedBackend(), progress=False)
+    assert s.written == 12
+    assert yaml.safe_load((run_dir / "run.yaml").read_text())["model"] == "scripted-model"
+    # With rows on disk, another setup is still refused.
+    from cai.errors import UsageError
+
+    with pytest.raises(UsageError, match="different setup"):
+        run_generate(cfg(tmp_path, model="other-model"), backend=ScriptedBackend(), progress=False)
+
+
+def test_an_unusable_backend_setting_fails_before_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAI_OPENAI_BASE_URL", raising=False)
+    res = CliRunner().invoke(main, ["generate", "--backend", "openai", "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert res.exit_code == 2 and "--base-url" in res.output
+    monkeypatch.setenv("CAI_BACKEND", "bogus")
+    res = CliRunner().invoke(main, ["generate", "--run-dir", str(tmp_path / "r"), "--no-progress"])
+    assert res.exit_code == 2 and "unknown backend 'bogus' (from CAI_BACKEND)" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_yaml_holds_the_resolved_configuration(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = GenerateConfig(model="scripted-model", limit=2, rounds=1)
+    s = run_generate(c, backend=ScriptedBackend(), progress=False)
+    info = yaml.safe_load((s.run_dir / "run.yaml").read_text())
+    from cai.inputs import default_prompts_path
+
+    assert s.run_dir == Path("runs/default-scripted-model")
+    assert info["config"]["backend"] == "scripted"
+    assert info["config"]["prompts"] == str(default_prompts_path()) and Path(info["config"]["prompts"]).is_file()
+    assert info["config"]["run_dir"] == "runs/default-scripted-model"
+    assert None not in (info["config"]["backend"], info["config"]["prompts"], info["config"]["run_dir"])
+
+
+def test_run_yaml_names_the_engine_and_the_model_folder(tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    monkeypatch.setattr("cai.generate.load_backend", lambda *a, **k: ScriptedBackend())
+    monkeypatch.setenv("CAI_BACKEND", "hf")
+    res = CliRunner().invoke(main, ["generate", "--prompts", str(write_prompts(tmp_path / "p.jsonl", 1)),
+                                    "--model", str(model), "--rounds", "0", "--run-dir", str(tmp_path / "run"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    info = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())
+    assert info["config"]["backend"] == "hf" and info["model_path"] == str(model.resolve())
+
+
+def test_duplicate_prompts_are_reported(tmp_path):
+    p = tmp_path / "dup.jsonl"
+    lines = ["alpha", "beta", "alpha", "gamma", "beta", "alpha"]
+    p.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in lines))
+    s = run_generate(cfg(tmp_path, prompts=str(p), samples=2, rounds=1), backend=ScriptedBackend(), progress=False)
+    assert s.duplicates == 3 and s.written == 6 == len(rows(tmp_path))
+    assert "duplicates     3 duplicate prompts (same messages) written once" in s.lines()
+    again = run_generate(cfg(tmp_path, prompts=str(p), samples=2, rounds=1), backend=ScriptedBackend(), progress=False)
+    assert again.duplicates == 3 and again.skipped == 6 and again.written == 0
 
 
 def test_unknown_recipe_key(tmp_path):

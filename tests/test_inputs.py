@@ -13,7 +13,7 @@ import pytest
 
 from cai.errors import UsageError
 from cai.inputs import (BadRowError, PromptRow, count_prompts, default_prompts_path, eval_prompts_path,
-                        iter_prompts)
+                        iter_prompts, messages_key, prompts_source)
 from cai.resources import bundled_file
 
 HARM = {"physical_harm", "illegal", "hate_harassment", "self_harm", "privacy", "deception_manipulation",
@@ -320,6 +320,21 @@ def test_default_path_is_the_bundled_set():
     assert default_prompts_path() == bundled_file("data", "red_team.jsonl")
     assert next(iter_prompts(None)).prompt_text == next(iter_prompts(default_prompts_path())).prompt_text
     assert isinstance(next(iter_prompts(eval_prompts_path())), PromptRow)
+
+
+def test_prompts_source_names_what_a_run_reads(tmp_path):
+    assert prompts_source(None) == default_prompts_path() and prompts_source(None).is_file()
+    p = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
+    assert prompts_source(str(p)) == p
+    with pytest.raises(UsageError, match="no such file"):
+        prompts_source(str(tmp_path / "missing.jsonl"))
+
+
+def test_messages_key_is_equal_exactly_for_equal_messages():
+    a = [{"role": "user", "content": "hi"}]
+    assert messages_key(a) == messages_key([{"content": "hi", "role": "user"}])
+    assert messages_key(a) != messages_key([{"role": "user", "content": "hi "}])
+    assert messages_key(a) != messages_key([{"role": "system", "content": "x"}, *a])
 
 
 # --- the bundled data ------------------------------------------------------------------------

@@ -16,12 +16,14 @@ from cai.models import DEFAULT_MODEL
 @click.option("--temperature", type=click.FloatRange(0), default=0.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--system", default=None, help="A system message for every prompt.")
-def chat(prompts, model, backend, base_url, max_tokens, temperature, seed, system) -> None:
+def chat(prompts, max_tokens, temperature, seed, system, **engine) -> None:
     """Answer each PROMPT with MODEL."""
     from cai.backends import load_backend
     from cai.backends.base import SamplingParams
+    from cai.config import EngineConfig
 
-    be = load_backend(backend, model, **({"base_url": base_url} if base_url else {}))
+    cfg = EngineConfig.model_validate({k: v for k, v in engine.items() if v is not None})
+    be = load_backend(cfg.backend, cfg.model, **cfg.backend_options())
     convs = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}] for p in prompts]
     outs = be.chat(convs, SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed))
     failed = 0

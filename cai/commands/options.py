@@ -8,9 +8,22 @@ from cai.backends import BACKENDS
 
 
 def engine_options(f):
-    """--model/--backend/--base-url for any command that runs a model."""
+    """--backend/--base-url and the openai backend's limits, for any command that runs a model.
+
+    The limit flags default to None so that a `--config` recipe (or the CAI_OPENAI_* variables)
+    still applies when they are not given.
+    """
+    f = click.option("--max-retries", type=click.IntRange(0), default=None, metavar="N",
+                     help="openai backend: retries of a failed request (429, 5xx, timeout, dropped connection) "
+                          "before it counts as failed (or CAI_OPENAI_MAX_RETRIES) [default: 5].")(f)
+    f = click.option("--concurrency", type=click.IntRange(1), default=None, metavar="N",
+                     help="openai backend: requests in flight at once, over all servers "
+                          "(or CAI_OPENAI_CONCURRENCY) [default: 64].")(f)
+    f = click.option("--request-timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+                     help="openai backend: time limit of one attempt of a request (or CAI_OPENAI_TIMEOUT) "
+                          "[default: 120].")(f)
     f = click.option("--base-url", default=None, help="openai backend: server URL(s), comma-separated (or CAI_OPENAI_BASE_URL).")(f)
-    f = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference engine (default: vllm where installed, else hf).")(f)
+    f = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference engine (default: vllm where it imports, else hf).")(f)
     return f
 
 
