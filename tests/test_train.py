@@ -322,6 +322,21 @@ def test_sft_learns_and_writes_a_loadable_model(sft_out, data, model_path):
 
 
 @pytest.mark.slow
+def test_trained_folder_answers_through_cai_chat_with_vllm(sft_out):
+    """Issue 5: a `cai train` output (merged) is a model vLLM serves as it is. A fresh process,
+    because a vLLM engine spawns workers and one process holds one engine."""
+    import subprocess
+    import sys
+
+    out, m = sft_out
+    assert m["saved"] == "merged"
+    proc = subprocess.run([sys.executable, "-m", "cai.cli", "chat", "--backend", "vllm", "--model", str(out),
+                           "--max-tokens", "24", "Hi"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_dpo_chains_from_sft_through_the_cli(sft_out, data, tmp_path):
     out = tmp_path / "dpo"
     res = CliRunner().invoke(main, ["train", "dpo", "--data", str(data["pref4"]), "--model", str(sft_out[0]),
@@ -384,20 +399,60 @@ def _lora_b_norm(adapter_dir: Path) -> float:
     return sum(float(v.float().abs().sum()) for k, v in weights.items() if "lora_B" in k)
 
 
+def _policy_gain(trainer, tokenizer) -> float:
+    """sum(advantage x (log p_trained - log p_start)) over the completions of the batch trained on.
+
+    GRPO/RLOO's first update ascends exactly this (the clipped ratio is 1 and the KL gradient is 0
+    at the start), so it is positive when the reward's signal reached the policy with the right sign,
+    and zero or negative when the reward was ignored or inverted. LoRA starts as a no-op, so the
+    start policy is the trained model with its adapter switched off. `trainer._logs` is TRL's record
+    of the last generation batch (what its completion logging prints)."""
+    import torch
+
+    model = trainer.model
+    model.eval()
+    logs = trainer._logs
+    batch = list(zip(logs["prompt"], logs["completion"], logs["advantages"]))
+    assert batch and any(a != 0 for _, _, a in batch), "no advantage signal: every completion scored the same"
+
+    def seq_logp(prompt, completion) -> float:
+        text = completion[-1]["content"] if isinstance(completion, list) else completion
+        p_ids = tokenizer(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False),
+                          add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + c_ids], device=model.device)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(p_ids) - 1:-1].float()
+        return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(c_ids, device=model.device)[:, None]).sum())
+
+    after = [seq_logp(p, c) for p, c, _ in batch]
+    with model.disable_adapter():
+        before = [seq_logp(p, c) for p, c, _ in batch]
+    return sum(a * (x - y) for (_, _, a), x, y in zip(batch, after, before))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_rl_with_the_reward_model_moves_the_policy(reward_out, data, tmp_path, algorithm):
-    from cai.train import run_stage
+def test_rl_with_the_reward_model_moves_the_policy(reward_out, data, tmp_path, algorithm, monkeypatch):
+    from cai.train import rl, run_stage
 
+    # Why not "the mean reward rises": the logged reward is the mean of 8 sampled completions, and
+    # over a few CPU steps sampling noise swamps the learning (seed 0, lr 1e-3: 0.337, 0.452, 0.360
+    # over 3 steps, at ~20-180 s a step on this 2-core machine). The check below asks instead
+    # whether the step moved the policy towards what the reward model scored above its group's
+    # mean, which is what one step must do, and can fail.
+    trainers = []
+    build = rl.build
+    monkeypatch.setattr(rl, "build", lambda job: trainers.append(build(job)) or trainers[-1])
     out = tmp_path / algorithm
-    steps = 2 if algorithm == "grpo" else 1  # rloo only has to show the shared recipe runs it
     m = run_stage("rl", data["prompts"], "smollm2-135m", out,
-                  {"logging_steps": 1, "algorithm": algorithm, "reward_model": str(reward_out[0]), "max_steps": steps,
+                  {"logging_steps": 1, "algorithm": algorithm, "reward_model": str(reward_out[0]), "max_steps": 1,
                    "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16,
                    "learning_rate": 1e-4}, device="cpu")
-    assert m["steps"] == steps and "first_reward" in m
+    assert m["steps"] == 1 and "first_reward" in m
     # LoRA's B matrices start at zero: any learning makes them non-zero.
     assert _lora_b_norm(out / "adapter") > 0
+    assert _policy_gain(trainers[0], trainers[0].processing_class) > 0
     assert (out / "config.json").exists()
     card = (out / "README.md").read_text()
     assert f"reward_model: {reward_out[0]}" in card and f"algorithm: {algorithm}" in card
@@ -405,7 +460,6 @@ def test_rl_with_the_reward_model_moves_the_policy(reward_out, data, tmp_path, a
 
 @pytest.mark.slow
 def test_rl_with_the_judge_reward(data, tmp_path):
-    pytest.importorskip("cai.constitution", reason="the constitution module is not in this tree yet")
     from cai.train import run_stage
 
     out = tmp_path / "judge"
