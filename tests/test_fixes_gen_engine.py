@@ -108,3 +108,19 @@ def test_chat_passes_the_limits_to_the_openai_backend(monkeypatch):
     assert res.exit_code == 1, res.output
     assert "timed out after 0.3s" in res.output and "(1 attempt)" in res.output
     assert elapsed < 10
+
+
+def test_check_engine_checks_the_model_before_picking_the_default_engine(monkeypatch, tmp_path):
+    """Picking the default may import vLLM (seconds); a bad model name must fail before that."""
+    from cai.backends import check_engine
+
+    monkeypatch.delenv("CAI_BACKEND", raising=False)
+    monkeypatch.setattr(backends, "default_backend", lambda: pytest.fail("default picked before the model was checked"))
+    with pytest.raises(UsageError, match="unknown model 'bogus'"):
+        check_engine(None, "bogus")
+    monkeypatch.setenv("CAI_BACKEND", "nope")
+    with pytest.raises(UsageError, match="unknown backend 'nope' \\(from CAI_BACKEND\\)"):
+        check_engine(None, "bogus")
+    monkeypatch.setenv("CAI_BACKEND", "hf")
+    (tmp_path / "config.json").write_text("{}")
+    assert check_engine(None, str(tmp_path)) == ("hf", tmp_path.resolve())

@@ -97,16 +97,20 @@ def _engine_options(name: str, opts: dict) -> dict:
 def check_engine(name: str | None, model: str, **opts) -> tuple[str, Path | None]:
     """(engine name, local model folder or None for openai), checked without starting anything: a
     bad backend name, model or server setting fails here, before a run folder is touched."""
-    name = resolve_backend_name(name)
-    if name == "openai":
+    chosen = name or os.environ.get("CAI_BACKEND")
+    if chosen:
+        chosen = resolve_backend_name(chosen)
+    if chosen == "openai":
         _openai_urls(opts)
         _openai_settings(opts)
-        return name, None
-    if name == "vllm" and not vllm_available():
+        return chosen, None
+    if chosen == "vllm" and not vllm_available():
         raise UsageError("vLLM is not installed here: install cai[cpu] or cai[gpu], or use --backend hf")
     from cai.models import resolve
 
-    return name, resolve(model)
+    # The model first: choosing between vllm and hf may import vLLM, which takes seconds.
+    folder = resolve(model)
+    return chosen or default_backend(), folder
 
 
 def load_backend(name: str | None, model: str, **opts) -> Backend:
