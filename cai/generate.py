@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from cai.backends import check_engine, load_backend
-from cai.backends.base import Backend, Completion, Conversation, SamplingParams
+from cai.backends.base import Backend
 from cai.batching import Batcher
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
@@ -168,26 +167,6 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, progres
     return summary
 
 
-# The reasons of the failed requests of the sample in hand. Each sample runs in its own task (gather),
-# so each sees its own list.
-_sample_errors: ContextVar[list[str] | None] = ContextVar("sample_errors", default=None)
-
-
-class _NotingBatcher:
-    """The Batcher as the Reviser sees it: notes why a request failed, since the rounds keep only
-    the finish reasons (RoundStats.finish) and a failed sample's log line should say why."""
-
-    def __init__(self, batcher: Batcher):
-        self.batcher = batcher
-
-    async def chat(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
-        out = await self.batcher.chat(conversation, params)
-        noted = _sample_errors.get()
-        if noted is not None:
-            noted += [c.error or "request failed" for c in out if c.finish_reason == "error"]
-        return out
-
-
 @dataclass
 class _Failed:
     id: str
@@ -195,19 +174,10 @@ class _Failed:
     reason: str
 
 
-def failed_step(finish: list[dict]) -> str | None:
-    """The first step of the rounds whose request failed ("round 2 critique"), if any."""
-    for r, steps in enumerate(finish, 1):
-        for step in ("critique", "revision"):
-            if steps.get(step) == "error":
-                return f"round {r} {step}"
-    return None
-
-
 def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash, total, progress, log) -> None:
     batcher = Batcher(backend)
     answer_params = cfg.answer.params(n=cfg.samples, seed=cfg.seed)
-    reviser = Reviser.build(_NotingBatcher(batcher), constitution, templates, cfg.few_shot,
+    reviser = Reviser.build(batcher, constitution, templates, cfg.few_shot,
                             cfg.critique.params(seed=cfg.seed), cfg.revision.params(seed=cfg.seed))
     base_meta = {
         "model": cfg.model,
@@ -251,12 +221,9 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
             ans = answers[s]
             if ans.finish_reason == "error":  # no answer to criticise: the rounds would be noise
                 return _Failed(ids[s], row.index, f"answer: {ans.error or 'request failed'}")
-            errors: list[str] = []
-            _sample_errors.set(errors)
             rounds, st = await reviser.rounds(ids[s], row.messages, ans.text.strip(), cfg.rounds)
-            step = failed_step(st.finish)
-            if step:
-                return _Failed(ids[s], row.index, f"{step}: {errors[0] if errors else 'request failed'}")
+            if st.error:
+                return _Failed(ids[s], row.index, st.error)
             summary.cleaned += st.cleaned
             summary.empty_revisions += st.empty
             tokens = {"initial": ans.tokens, "critique": st.critique_tokens, "revision": st.revision_tokens}

@@ -83,6 +83,7 @@ class RoundStats:
     revision_tokens: int = 0
     cleaned: int = 0
     empty: int = 0
+    error: str | None = None  # the step that failed and why ("round 2 critique: timed out"); rounds stop there
 
 
 @dataclass
@@ -112,9 +113,15 @@ class Reviser:
             principle = self.constitution.draw_principle(f"{key}:{r}")
             conv = critique_conversation(self.prefix, prompt, answer, principle, self.templates)
             crit: Completion = (await self.batcher.chat(conv, self.critique_params))[0]
+            if crit.finish_reason == "error":  # a revision of no critique would be noise
+                stats.error = f"round {r + 1} critique: {crit.error or 'request failed'}"
+                break
             critique = crit.text.strip()
             rev: Completion = (await self.batcher.chat(
                 revision_conversation(conv, critique, principle, self.templates), self.revision_params))[0]
+            if rev.finish_reason == "error":
+                stats.error = f"round {r + 1} revision: {rev.error or 'request failed'}"
+                break
             revision, cleaned = clean_revision(rev.text)
             stats.cleaned += cleaned
             if not revision:  # nothing usable: keep the answer so the next round has one
