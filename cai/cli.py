@@ -23,6 +23,15 @@ class CaiGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:
+            # `cai ... | head`: the reader closing the pipe early is not an error. Point stdout at
+            # /dev/null so the interpreter's final flush does not fail again, and leave quietly.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured)
+                pass
+            ctx.exit(0)
         except UsageError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)

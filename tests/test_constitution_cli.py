@@ -114,6 +114,16 @@ def test_new_empty_and_copied(tmp_path):
     assert (removed, added) == (["name: bank"], ["name: mybank"])
 
 
+def test_new_from_a_file_with_warnings_only(tmp_path, commented):
+    """Template syntax is a warning (loading goes on, text stays literal): a copy keeps it."""
+    source = tmp_path / "templated.yaml"
+    source.write_text(COMMENTED.replace("Which response is safer?", "Which {{ response }} is safer?"))
+    copy = tmp_path / "copy.yaml"
+    result = run("new", str(copy), "--from", str(source))
+    assert result.exit_code == 0, result.output
+    assert "Which {{ response }} is safer?" in copy.read_text()
+
+
 def test_validate_reports_every_problem_with_lines(tmp_path, commented):
     broken = tmp_path / "broken.yaml"
     broken.write_text(COMMENTED.replace("weight: 2", "weight: -2").replace("id: beta", "id: alpha")

@@ -7,8 +7,6 @@ quoting, bumps the version, refuses an invalid result and writes atomically unde
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import click
@@ -19,24 +17,7 @@ from cai.errors import UsageError
 FIELD_TYPES = {"principles": cc.Principle, "comparisons": cc.Comparison}
 
 
-class _PipeFriendlyGroup(click.Group):
-    """`cai constitution show default | head`: the reader closing the pipe early is not an error."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            # Point stdout at /dev/null so the interpreter's final flush does not fail again, then
-            # leave quietly: the reader got what it asked for.
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
-            except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured)
-                pass
-            ctx.exit(0)
-
-
-@click.group(name="constitution", cls=_PipeFriendlyGroup)
+@click.group(name="constitution")
 def constitution() -> None:
     """Constitutions: the principles for critique/revision and the judge's questions."""
 
@@ -132,9 +113,12 @@ def new(path: Path, source: str | None) -> None:
         editor = cc.Editor(cc.read_text(Path(original.source)))
         editor.set_top("name", path.stem)
         text = editor.text
-    _, problems = cc.check_text(text, str(path))
-    if problems:  # only a source that the loader accepted gets here, so this is a bug, not input
-        raise RuntimeError(f"new constitution would be invalid: {problems[0]}")
+    # A source the loader accepted may still carry warnings (template syntax, near-duplicates):
+    # the copy keeps them, as the user wrote them; only errors would be a bug here.
+    _, problems = cc.check_text(text, str(path), strict=False)
+    errors = cc.errors_only(problems)
+    if errors:
+        raise RuntimeError(f"new constitution would be invalid: {errors[0]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with cc.file_lock(path):
         if path.exists():
