@@ -172,7 +172,14 @@ def free_port() -> int:
 
 
 def peer_pattern(args, prompts) -> dict:
-    """The open HF CAI recipe's way: one coroutine per conversation, HTTP to a vLLM server."""
+    """The open HF CAI recipe's way: one coroutine per conversation, HTTP to a vLLM server.
+
+    `--peer-engine matched` (default) starts the server with the engine settings cai picks for
+    this machine (dtype, CPU threads, KV block size), so the ratio measures the loop and not the
+    settings; `default` starts it the way a user of that recipe would (`vllm serve` defaults: the
+    checkpoint's bf16, one core kept for the scheduler), which on a CPU without native bf16 is
+    several times slower.
+    """
     import httpx
 
     from cai.constitution import load_constitution
@@ -182,13 +189,27 @@ def peer_pattern(args, prompts) -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", args.model_path, "--host", "127.0.0.1",
            "--port", str(port), "--gpu-memory-utilization", os.environ.get("CAI_VLLM_MEMORY", "0.3"), "--max-model-len", "2048",
-           "--served-model-name", "m", "--dtype", "bfloat16"]
+           "--served-model-name", "m", "--dtype", "auto"]
     import torch
 
+    env = dict(os.environ)
     if not torch.cuda.is_available():
         cmd.append("--enforce-eager")
+    if args.peer_engine == "matched":
+        from cai.backends.hardware import compute_dtype
+        from cai.backends.vllm import engine_defaults, use_all_cpus
+
+        cmd[cmd.index("--dtype") + 1] = compute_dtype()
+        defaults = engine_defaults(torch.cuda.is_available())
+        if "block_size" in defaults:
+            cmd += ["--block-size", str(defaults["block_size"])]
+        saved = dict(os.environ)
+        use_all_cpus()  # sets the thread binding in our environment; the server inherits it
+        env = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(saved)
     log = open(tempfile.mktemp(suffix=".log"), "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 300
@@ -241,7 +262,7 @@ def peer_pattern(args, prompts) -> dict:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
-    return {"name": "peer pattern (per-conversation HTTP to vLLM server)", "kind": "peer", "prompts": len(prompts),
+    return {"name": f"peer pattern (per-conversation HTTP to vLLM server, {args.peer_engine} engine settings)", "kind": "peer", "prompts": len(prompts),
             "tokens": tokens, "gen_seconds": secs, "tokens_per_s": tokens / secs, "prompts_per_s": len(prompts) / secs}
 
 
@@ -255,6 +276,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--few-shot", type=int, default=0, help="Constitution examples prepended to critiques.")
     ap.add_argument("--no-peer", action="store_true", help="Skip the server-based peer pattern.")
+    ap.add_argument("--peer-engine", choices=["matched", "default"], default="matched",
+                    help="The peer's vLLM server: cai's engine settings for this machine, or vLLM's defaults.")
     ap.add_argument("--json", default=None, help="Write the figures here.")
     args = ap.parse_args()
 

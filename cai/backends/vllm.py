@@ -22,6 +22,9 @@ _ACTIVE: dict = {"key": None, "engine": None, "stop": None}
 # among them for the models we have tried. An option it does not return counts as -inf.
 TOP_LOGPROBS = 20
 
+# Up to this many cores, keeping one core out of vLLM's compute costs more than it gives.
+SMALL_MACHINE_CPUS = 8
+
 
 def cpu_kv_fraction(target_gib: float = 4.0) -> float:
     """Share of NUMA node 0's memory to reserve for the KV cache on a CPU.
@@ -69,6 +72,8 @@ def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | No
     from vllm import LLM
 
     on_gpu = torch.cuda.is_available()
+    if not on_gpu:
+        use_all_cpus()
     if memory_fraction is None:
         env = os.environ.get("CAI_VLLM_MEMORY")
         memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
@@ -83,18 +88,44 @@ def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | No
         enable_prefix_caching=prefix_caching,
         tensor_parallel_size=tensor_parallel_size,
         seed=seed,
-        **engine_workarounds(on_gpu),
+        **engine_defaults(on_gpu),
     )
 
 
-def engine_workarounds(on_gpu: bool) -> dict:
-    """Engine arguments that work around known vLLM problems.
+def engine_defaults(on_gpu: bool) -> dict:
+    """Engine arguments cai sets on top of vLLM's defaults, each for a measured reason.
 
-    vLLM 0.32's CPU worker crashes ("CPU Generator does not use offset") when a prompt of a seeded
-    request is prefilled in chunks, which happens once long critique prompts share a step; so on
-    the CPU a prompt is always prefilled whole. Drop this when the CPU worker handles it.
+    - CPU, chunked prefill off: vLLM 0.32's CPU worker crashes ("CPU Generator does not use
+      offset") when a seeded request's prompt is prefilled in chunks, which happens once long
+      critique prompts share a step; so a prompt is always prefilled whole. Drop this when the CPU
+      worker handles it.
+    - CPU, 32-token KV blocks (vLLM's CPU default is 128): prefix caching reuses whole blocks only,
+      and a revision request repeats its critique request's prompt and output. With 128-token
+      blocks up to 127 tokens of each shared prefix are prefilled again; on a CPU prefill is most
+      of the loop's cost (the prompts are 3x the output tokens).
     """
-    return {} if on_gpu else {"enable_chunked_prefill": False}
+    if on_gpu:
+        return {}
+    return {"enable_chunked_prefill": False, "block_size": 32}
+
+
+def use_all_cpus() -> None:
+    """On a small CPU machine, let vLLM's worker compute on every core.
+
+    vLLM binds its worker's threads to all cores but one, which it keeps for the scheduler. On 2
+    cores that halves the compute for a scheduler that mostly waits: measured here, decode ran 1.5x
+    and prefill 1.8x faster with the worker on both cores. Big machines keep vLLM's binding, and a
+    user's own VLLM_CPU_OMP_THREADS_BIND always wins.
+    """
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return
+    if 1 < len(cpus) <= SMALL_MACHINE_CPUS:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
 def shutdown(llm) -> None:
