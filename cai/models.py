@@ -75,13 +75,17 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def resolve(model: str, *, pull: bool = True, log=_stderr) -> Path:
+def resolve(model: str, *, pull: bool = True, merge_adapters: bool = True, log=_stderr) -> Path:
     """Turn a model name or a local folder into a local folder, building the cache if needed
-    (for an adapter-only folder: its merged model; with `pull=False`, where that will be)."""
+    (for an adapter-only folder: its merged model; with `pull=False`, where that will be).
+
+    Training passes `merge_adapters=False`: its loader applies an adapter in float32 onto the
+    right model class (a reward model's adapter is not a causal LM's), where the cached merge is a
+    causal LM stored in the base's dtype, fine for inference but rounded for a further update."""
     path = Path(model).expanduser()
     if is_model_folder(path):
         path = path.resolve()
-        return merged_adapter(path, build=pull, log=log) if is_adapter_only(path) else path
+        return merged_adapter(path, build=pull, log=log) if merge_adapters and is_adapter_only(path) else path
     if model in KNOWN:
         return ensure(model) if pull else cache_dir(model)
     known = ", ".join(sorted(KNOWN))

@@ -29,7 +29,7 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
 
     recipe = load_recipe(stage, config, overrides, device=device)
     mod = importlib.import_module(f"cai.train.{stage}")
-    model_dir = resolve(model)
+    model_dir = resolve(model, merge_adapters=False)
     raw, info = common.read_data(data, mod.DATA, fallback=getattr(mod, "FALLBACK", None))
     rows = mod.rows(raw, f"--data {data}")
     if not rows:

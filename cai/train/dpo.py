@@ -29,7 +29,7 @@ def build(job: Job):
     ref = None
     # A full fine-tune from an adapter-only folder needs its merged self as reference: TRL would
     # otherwise reload the adapter's bare base.
-    ref_dir = resolve(job.cai.ref_model) if job.cai.ref_model else (
+    ref_dir = resolve(job.cai.ref_model, merge_adapters=False) if job.cai.ref_model else (
         job.model_dir if not job.cai.lora and is_adapter_only(job.model_dir) else None)
     if ref_dir is not None:
         ref = load_full(ref_dir, AutoModelForCausalLM, dtype=job.dtype())

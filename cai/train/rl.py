@@ -39,7 +39,7 @@ def _reward_model(job: Job):
     if not job.cai.reward_model:
         raise UsageError("rl with --reward model needs --reward-model DIR (a `cai train reward` output), "
                          "or use --reward judge")
-    folder = resolve(job.cai.reward_model)
+    folder = resolve(job.cai.reward_model, merge_adapters=False)
     cfg = folder / "config.json"
     if cfg.exists() and not any(a.endswith("ForSequenceClassification")
                                 for a in json.loads(cfg.read_text()).get("architectures") or []):
