@@ -65,8 +65,7 @@ class AsyncVLLMBackend:
     pipelined = True
 
     def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
-                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0,
-                 engine_args: dict | None = None):
+                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0):
         import os
 
         import torch
@@ -83,7 +82,7 @@ class AsyncVLLMBackend:
         self._args = dict(model=model, dtype=compute_dtype(on_gpu), max_model_len=max_model_len, enforce_eager=not on_gpu,
                           gpu_memory_utilization=memory_fraction, enable_prefix_caching=prefix_caching,
                           tensor_parallel_size=tensor_parallel_size, seed=seed, disable_log_stats=True,
-                          **{**engine_defaults(on_gpu), **(engine_args or {})})
+                          **engine_defaults(on_gpu))
         self._engine  # start now, not on the first request
 
     @property
