@@ -79,7 +79,9 @@ class Judge:
     def describe(self) -> dict:
         return {"judge_model": getattr(self.backend, "model", "?"), "backend": getattr(self.backend, "name", "?"),
                 "mode": "cot-clamped" if self.cfg.cot else "logprobs", "orders": 2,
-                "ensemble": self.cfg.ensemble, "threshold": self.cfg.threshold}
+                "ensemble": self.cfg.ensemble, "threshold": self.cfg.threshold,
+                # Part of every pair id: pairs judged through an edited template are other pairs.
+                "templates": self.templates.fingerprint(("judge_cot.j2" if self.cfg.cot else "judge.j2",))}
 
     def _question_conv(self, prompt: Conversation, question: str, first: str, second: str) -> Conversation:
         name = "judge_cot.j2" if self.cfg.cot else "judge.j2"

@@ -122,8 +122,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
     try:
         # Recorded before the first pair, so a rerun after a crash is checked against it too.
         run.start_judge({**meta, "threshold": threshold, "strategy": strategy,
-                         "constitution_name": judge.constitution.name,
-                         "templates": judge.templates.fingerprint(("judge_cot.j2" if judge.cfg.cot else "judge.j2",))},
+                         "constitution_name": judge.constitution.name},
                         force_new=force_new)
         with AppendWriter(run.preferences) as prefs, AppendWriter(run.ties) as ties:
             todo = []

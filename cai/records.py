@@ -24,7 +24,8 @@ TIES = "ties.jsonl"
 RUN_YAML = "run.yaml"
 # The judge settings that decide what a preference row is (and its id): a rerun with other values
 # would add a second set of pairs for the same generations, so it is refused unless --force-new.
-JUDGE_IDENTITY = ("judge_model", "backend", "mode", "ensemble", "threshold", "strategy", "constitution_sha256")
+JUDGE_IDENTITY = ("judge_model", "backend", "mode", "ensemble", "threshold", "strategy", "constitution_sha256",
+                  "templates")
 
 
 def code_version() -> str:
@@ -236,8 +237,9 @@ class RunFolder:
         if has_rows and not old:  # judged before run.yaml recorded the settings: the rows say
             first = next(read_rows(self.preferences), None) or next(read_rows(self.ties), None) or {}
             old = {**(first.get("meta") or {}), "strategy": first.get("strategy")}
-            # A row's meta holds the Judge's own threshold, not necessarily the one that decided ties.
-            keys = tuple(k for k in keys if k != "threshold")
+            # A row's meta holds the Judge's own threshold, not necessarily the one that decided ties;
+            # rows from older versions may lack a key (templates): compare what they do say.
+            keys = tuple(k for k in keys if k != "threshold" and k in old)
         changed = [k for k in keys if old.get(k) != settings.get(k)] if old else []
         if has_rows and force_new:
             self.preferences.unlink(missing_ok=True)

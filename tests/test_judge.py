@@ -15,6 +15,7 @@ from cai.generate import run_generate
 from cai.judge import Judge, JudgeConfig, PairInput
 from cai.pairs import judge_run
 from cai.errors import UsageError
+from cai.prompts import Templates
 from cai.records import RunFolder, read_rows
 from tests.scripted import ScriptedBackend
 
@@ -263,3 +264,22 @@ def test_real_pairs_file_cli(tmp_path, vllm_backend):
         assert 0 <= r["p_a"] <= 1
     assert next(r for r in rows if r["id"] == "p2")["winner"] == "tie"
     assert "position consistency" in res.output
+
+
+def test_rejudging_through_an_edited_template_needs_force_new(tmp_path):
+    run = _run(tmp_path)
+    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision", threshold=0.05,
+              progress=False)
+    first_ids = {r["id"] for r in read_rows(run / "preferences.jsonl")}
+    tdir = tmp_path / "tpl"
+    tdir.mkdir()
+    (tdir / "judge.j2").write_text("{{ question }}\n\n(A) {{ response_a }}\n\n(B) {{ response_b }}\n\nPick (A) or (B).\n")
+    edited = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"), templates=Templates(tdir))
+    with pytest.raises(UsageError, match="templates: .*--force-new"):
+        judge_run(run, edited, "revision", threshold=0.05, progress=False)
+    assert len(list(read_rows(run / "preferences.jsonl"))) == 5
+    s = judge_run(run, edited, "revision", threshold=0.05, progress=False, force_new=True)
+    assert s.judged == 5
+    # the pair ids depend on the template, so no id of the first judging is reused
+    assert not first_ids & {r["id"] for r in read_rows(run / "preferences.jsonl")}
+    assert RunFolder(run).info()["judge"]["templates"] == edited.templates.fingerprint(("judge.j2",))
