@@ -66,10 +66,10 @@ def engine(model: str, **opts):
     return activate(("offline", model, tuple(sorted(opts.items()))), lambda: _start(model, **opts), shutdown)
 
 
-def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
-           prefix_caching: bool = True, tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0):
+def engine_args(model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
+                prefix_caching: bool = True, tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0) -> dict:
+    """vLLM engine arguments for this machine, shared by the offline and the async engine."""
     import torch
-    from vllm import LLM
 
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
@@ -77,11 +77,9 @@ def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | No
     if memory_fraction is None:
         env = os.environ.get("CAI_VLLM_MEMORY")
         memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
-    if dtype == "auto":
-        dtype = compute_dtype(on_gpu)
-    return LLM(
+    return dict(
         model=model,
-        dtype=dtype,
+        dtype=compute_dtype(on_gpu) if dtype == "auto" else dtype,
         max_model_len=max_model_len,
         enforce_eager=not on_gpu,  # CUDA graphs need a GPU; on the CPU eager is what works
         gpu_memory_utilization=memory_fraction,
@@ -90,6 +88,12 @@ def _start(model: str, *, max_model_len: int = 2048, memory_fraction: float | No
         seed=seed,
         **engine_defaults(on_gpu),
     )
+
+
+def _start(model: str, **opts):
+    from vllm import LLM
+
+    return LLM(**engine_args(model, **opts))
 
 
 def engine_defaults(on_gpu: bool) -> dict:

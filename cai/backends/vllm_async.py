@@ -19,8 +19,8 @@ from typing import Sequence
 
 from cai.backends.base import (Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs,
                                prefixes_for)
-from cai.backends.hardware import compute_dtype
-from cai.backends.vllm import TOP_LOGPROBS, activate, cpu_kv_fraction, engine_defaults, decoded_logprobs, use_all_cpus, to_completions, to_vllm_params
+from cai.backends.vllm import TOP_LOGPROBS, activate, decoded_logprobs, engine_args, to_completions, to_vllm_params
+
 
 class _AsyncEngine:
     """AsyncLLM on its own event loop thread."""
@@ -66,23 +66,13 @@ class AsyncVLLMBackend:
 
     def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
                  prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0):
-        import os
-
-        import torch
         from transformers import AutoTokenizer
 
         self.model = model
         self.tok = AutoTokenizer.from_pretrained(model)
-        on_gpu = torch.cuda.is_available()
-        if not on_gpu:
-            use_all_cpus()
-        if memory_fraction is None:
-            env = os.environ.get("CAI_VLLM_MEMORY")
-            memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
-        self._args = dict(model=model, dtype=compute_dtype(on_gpu), max_model_len=max_model_len, enforce_eager=not on_gpu,
-                          gpu_memory_utilization=memory_fraction, enable_prefix_caching=prefix_caching,
-                          tensor_parallel_size=tensor_parallel_size, seed=seed, disable_log_stats=True,
-                          **engine_defaults(on_gpu))
+        self._args = dict(engine_args(model, max_model_len=max_model_len, memory_fraction=memory_fraction,
+                                      prefix_caching=prefix_caching, tensor_parallel_size=tensor_parallel_size,
+                                      seed=seed), disable_log_stats=True)
         self._engine  # start now, not on the first request
 
     @property
