@@ -14,6 +14,8 @@ returns, which keeps the engine full across step boundaries instead of idling at
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from collections import defaultdict
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
@@ -128,3 +130,25 @@ class Batcher:
             top_up()
             if self.native and on_step:
                 on_step()
+
+
+def run_interruptible(coro) -> Any:
+    """`asyncio.run(coro)`, except that Ctrl-C stops it at once.
+
+    asyncio.run turns the first Ctrl-C into a cancellation that lands only at the next `await`; a
+    synchronous engine call (transformers generating a batch, vLLM's offline engine) does not await,
+    so the user would wait minutes with no sign of life. Raising KeyboardInterrupt straight away
+    loses only the batch in flight: finished records are already written.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return asyncio.run(coro)  # Ctrl-C ignored or handled by someone else: leave it so
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    try:
+        return asyncio.run(coro)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

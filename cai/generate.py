@@ -21,7 +21,7 @@ from typing import Callable
 
 from cai.backends import check_engine, load_backend
 from cai.backends.base import Backend
-from cai.batching import Batcher
+from cai.batching import Batcher, run_interruptible
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
 from cai.inputs import PromptRow, iter_prompts, messages_key, prompts_source
@@ -259,7 +259,7 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
         bar.set_postfix_str(_rates(summary, bar), refresh=False)
 
     try:
-        asyncio.run(batcher.run(jobs(), window=cfg.chunk_size, on_done=done, on_step=writer.flush))
+        run_interruptible(batcher.run(jobs(), window=cfg.chunk_size, on_done=done, on_step=writer.flush))
     finally:
         writer.flush()
         bar.close()

@@ -17,7 +17,7 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends.base import Backend, Conversation, SamplingParams, normalise_pair
-from cai.batching import Batcher
+from cai.batching import Batcher, run_interruptible
 from cai.constitution import Constitution
 from cai.prompts import Templates
 from cai.records import Judgement
@@ -131,5 +131,5 @@ class Judge:
         def done(res):
             out[res[0]] = res[1]
 
-        asyncio.run(batcher.run(jobs(), window=window, on_done=done))
+        run_interruptible(batcher.run(jobs(), window=window, on_done=done))
         return out  # type: ignore[return-value]

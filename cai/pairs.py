@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cai.batching import Batcher
+from cai.batching import Batcher, run_interruptible
 from cai.errors import UsageError
 from cai.judge import Judge, PairInput, PairVerdict
 from cai.records import (TIES, AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows,
@@ -166,7 +166,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
 
             t0 = time.perf_counter()
             try:
-                asyncio.run(batcher.run(jobs(), window=window, on_done=done, on_step=flush))
+                run_interruptible(batcher.run(jobs(), window=window, on_done=done, on_step=flush))
             finally:
                 flush()
                 bar.close()
@@ -265,7 +265,7 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
 
         t0 = time.perf_counter()
         try:
-            asyncio.run(batcher.run(jobs(), window=window, on_done=done, on_step=out.flush))
+            run_interruptible(batcher.run(jobs(), window=window, on_done=done, on_step=out.flush))
         finally:
             bar.close()
         summary.seconds = time.perf_counter() - t0

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +88,46 @@ def test_crash_mid_run_then_resume(tmp_path):
     out = rows(tmp_path)
     assert s.torn_line_repaired and len(out) == 10 == len({r["id"] for r in out})
     assert s.skipped == len(partial)
+
+
+class BlockingBackend(ScriptedBackend):
+    """Blocks inside its `after`-th chat call the way transformers does while generating a batch:
+    no await, so only a signal can get the run out of it."""
+
+    def __init__(self, after: int):
+        super().__init__()
+        self.after, self.blocking, self.interrupted_inside = after, threading.Event(), False
+
+    def chat(self, conversations, params):
+        if len(self.calls) < self.after:
+            return super().chat(conversations, params)
+        self.blocking.set()
+        try:
+            for _ in range(600):  # 60 s at most, should the interrupt never come
+                time.sleep(0.1)
+        except KeyboardInterrupt:
+            self.interrupted_inside = True
+            raise
+        return super().chat(conversations, params)
+
+
+def test_ctrl_c_stops_inside_a_blocking_engine_call_and_keeps_finished_rows(tmp_path):
+    c = cfg(tmp_path, n=6, chunk_size=2, samples=1, rounds=1)
+    be = BlockingBackend(after=4)  # chunk 1 (answer, critique, revision) done, chunk 2 blocks
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=lambda: be.blocking.wait(60) and os.kill(os.getpid(), signal.SIGINT), daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_generate(c, backend=be, progress=False)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    # the first Ctrl-C got out of the engine call itself, not only at the next await
+    assert be.interrupted_inside
+    assert signal.getsignal(signal.SIGINT) is old
+    saved = rows(tmp_path)
+    assert len(saved) == 2
+    s = run_generate(c, backend=ScriptedBackend(), progress=False)
+    assert s.skipped == 2 and len(rows(tmp_path)) == 6 == len({r["id"] for r in rows(tmp_path)})
 
 
 def test_other_constitution_is_refused(tmp_path):
