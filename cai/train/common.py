@@ -513,8 +513,16 @@ def save_model(trainer, out: Path, model_dir: Path, recipe: Recipe, auto_cls, to
 
 
 def _first_last(history: list[dict], key: str) -> tuple[float, float] | None:
+    """Mean of the first and of the last quarter of the logged values (one value each for up to 7).
+
+    A logged loss is one small batch's: on a few dozen examples the first and the last step alone
+    swing by more than the whole run moves, and read as "training made it worse" half the time.
+    """
     vals = [h[key] for h in history if key in h and isinstance(h[key], (int, float))]
-    return (vals[0], vals[-1]) if vals else None
+    if not vals:
+        return None
+    k = max(1, len(vals) // 4)
+    return sum(vals[:k]) / k, sum(vals[-k:]) / k
 
 
 def summarize(stage: str, trainer, extra: dict) -> dict:
