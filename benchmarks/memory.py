@@ -48,13 +48,20 @@ def status_kib(pid: int, field: str) -> int | None:
 
 
 def children(pid: int) -> list[int]:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    out = [int(k) for k in kids]
-    for k in list(out):
-        out += children(k)
+    """Every descendant of `pid` (the engine's processes are spawned from other threads, so the
+    main thread's own `children` list misses them: walk the parent links of all processes)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # the command name may hold spaces and parentheses: the parent pid follows the last ")"
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out, frontier = [], {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier}
+        out += sorted(frontier)
     return out
 
 
@@ -70,7 +77,8 @@ def run_once(n: int, args, folder: Path) -> dict:
     peak = engine_peak = 0
     while proc.poll() is None:
         peak = max(peak, status_kib(proc.pid, "VmHWM") or 0)
-        engine_peak = max([engine_peak] + [status_kib(k, "VmRSS") or 0 for k in children(proc.pid)])
+        # the engine processes together, at their largest
+        engine_peak = max(engine_peak, sum(status_kib(k, "VmRSS") or 0 for k in children(proc.pid)))
         time.sleep(0.25)
     err = proc.stderr.read()
     if proc.returncode != 0:
