@@ -36,6 +36,8 @@ class EngineConfig(BaseModel):
     backend: Literal["vllm", "hf", "openai"] | None = Field(None, description="Default: vllm where it imports, else hf.")
     base_url: str | None = Field(None, description="openai backend: server URL(s), comma-separated.")
     max_model_len: int = Field(2048, ge=256, description="vLLM context length; the default model's limit is 8k.")
+    speculative_tokens: int = Field(0, ge=0, le=16, description="vLLM: n-gram speculative decoding, draft tokens per "
+                                                                "step (0: off).")
     # The openai backend's limits. None: CAI_OPENAI_TIMEOUT / _CONCURRENCY / _MAX_RETRIES where set,
     # else the backend's defaults (120 s, 64 requests in flight, 5 retries).
     request_timeout: float | None = Field(None, gt=0, description="openai backend: seconds per attempt of a request.")
@@ -45,7 +47,8 @@ class EngineConfig(BaseModel):
     def backend_options(self) -> dict:
         """Every engine setting; `load_backend` hands each engine the ones it takes (the backend may
         be chosen later, from CAI_BACKEND or what imports)."""
-        opts = {"base_url": self.base_url, "max_model_len": self.max_model_len, "timeout": self.request_timeout,
+        opts = {"base_url": self.base_url, "max_model_len": self.max_model_len,
+                "speculative_tokens": self.speculative_tokens or None, "timeout": self.request_timeout,
                 "concurrency": self.concurrency, "max_retries": self.max_retries}
         return {k: v for k, v in opts.items() if v is not None}
 

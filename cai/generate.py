@@ -183,7 +183,10 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
         "model": cfg.model,
         "backend": getattr(backend, "name", cfg.backend),
         "sampling": {"answer": cfg.answer.model_dump(), "critique": cfg.critique.model_dump(),
-                     "revision": cfg.revision.model_dump(), "samples": cfg.samples},
+                     "revision": cfg.revision.model_dump(), "samples": cfg.samples,
+                     # Same distribution, other draws: worth knowing when comparing two runs' rows.
+                     **({"speculative_tokens": cfg.speculative_tokens}
+                        if cfg.speculative_tokens and getattr(backend, "name", None) == "vllm" else {})},
         "seed": cfg.seed,
         "rounds": cfg.rounds,
         "templates": templates.fingerprint(("critique.j2", "revision.j2")),

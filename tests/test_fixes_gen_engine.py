@@ -124,3 +124,27 @@ def test_check_engine_checks_the_model_before_picking_the_default_engine(monkeyp
     monkeypatch.setenv("CAI_BACKEND", "hf")
     (tmp_path / "config.json").write_text("{}")
     assert check_engine(None, str(tmp_path)) == ("hf", tmp_path.resolve())
+
+
+def test_speculative_decoding_reaches_only_the_vllm_engine(tmp_path, monkeypatch):
+    from cai.backends import _engine_options
+    from cai.backends.vllm import engine_args
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("speculative_tokens: 3\n")
+    cfg = load_config(GenerateConfig, recipe, {})
+    opts = cfg.backend_options()
+    assert opts["speculative_tokens"] == 3
+    assert "speculative_tokens" not in _engine_options("openai", opts)
+    assert "speculative_tokens" not in _engine_options("hf", opts)
+    vllm_opts = _engine_options("vllm", opts)
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "all")  # engine_args must not touch this test's environment
+    spec = engine_args("m", **vllm_opts)["speculative_config"]
+    assert spec["method"] == "ngram" and spec["num_speculative_tokens"] == 3
+    assert "speculative_config" not in engine_args("m", max_model_len=2048)
+    assert "speculative_tokens" not in load_config(GenerateConfig, None, {}).backend_options()  # off by default
+    recipe.write_text("speculative_tokens: -1\n")
+    with pytest.raises(UsageError, match="speculative_tokens"):
+        load_config(GenerateConfig, recipe, {})
+    res = CliRunner().invoke(main, ["generate", "--help"])
+    assert "--speculative-tokens N" in " ".join(res.output.split())

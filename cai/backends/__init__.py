@@ -15,7 +15,7 @@ BACKENDS = ("vllm", "hf", "openai")
 # Options that only one engine takes: a config hands all of its options over, and each engine
 # keeps its own (so `backend: null` plus CAI_BACKEND=openai does not pass max_model_len to httpx).
 OPENAI_OPTIONS = ("base_url", "timeout", "concurrency", "max_retries")
-VLLM_OPTIONS = ("max_model_len",)
+VLLM_OPTIONS = ("max_model_len", "speculative_tokens")
 # Environment settings of the openai backend, read when neither a flag nor a recipe sets them.
 OPENAI_ENV = {"timeout": ("CAI_OPENAI_TIMEOUT", float), "concurrency": ("CAI_OPENAI_CONCURRENCY", int),
               "max_retries": ("CAI_OPENAI_MAX_RETRIES", int)}

@@ -22,6 +22,9 @@ def engine_options(f):
     f = click.option("--request-timeout", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
                      help="openai backend: time limit of one attempt of a request (or CAI_OPENAI_TIMEOUT) "
                           "[default: 120].")(f)
+    f = click.option("--speculative-tokens", type=click.IntRange(0, 16), default=None, metavar="N",
+                     help="vllm backend: n-gram speculative decoding with N draft tokens per step, drafted from "
+                          "the prompt (revisions copy long runs of it); 0 turns it off [default: 0].")(f)
     f = click.option("--base-url", default=None, help="openai backend: server URL(s), comma-separated (or CAI_OPENAI_BASE_URL).")(f)
     f = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference engine (default: vllm where it imports, else hf).")(f)
     return f
