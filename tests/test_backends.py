@@ -35,7 +35,9 @@ def test_ngram_speculation_keeps_greedy_answers(hf_backend):
            "--max-tokens", "24"] + [c[0]["content"] for c in chats]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    answers = [block.split("\n", 1)[1].strip() for block in res.stdout.split("> ")[1:]]
+    # Each answer follows its "> prompt" line (an answer may itself hold "> ", so split on the lines).
+    marks = [res.stdout.index(f"> {c[0]['content']}\n") for c in chats]
+    answers = [res.stdout[m:end].split("\n", 1)[1].strip() for m, end in zip(marks, marks[1:] + [len(res.stdout)])]
     h = hf_backend.chat(chats, SamplingParams(max_tokens=24, temperature=0.0))
     assert len(answers) == len(chats)
     for got, ch in zip(answers, h):

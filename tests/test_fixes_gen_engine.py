@@ -126,7 +126,7 @@ def test_check_engine_checks_the_model_before_picking_the_default_engine(monkeyp
     assert check_engine(None, str(tmp_path)) == ("hf", tmp_path.resolve())
 
 
-def test_speculative_decoding_reaches_only_the_vllm_engine(tmp_path, monkeypatch):
+def test_speculative_decoding_reaches_only_the_vllm_engine(tmp_path, monkeypatch, capsys):
     from cai.backends import _engine_options
     from cai.backends.vllm import engine_args
 
@@ -148,3 +148,6 @@ def test_speculative_decoding_reaches_only_the_vllm_engine(tmp_path, monkeypatch
         load_config(GenerateConfig, recipe, {})
     res = CliRunner().invoke(main, ["generate", "--help"])
     assert "--speculative-tokens N" in " ".join(res.output.split())
+    monkeypatch.delenv("CAI_BACKEND", raising=False)
+    load_backend("openai", "served", base_url="http://127.0.0.1:9", speculative_tokens=3).close()
+    assert "the openai backend ignores it" in capsys.readouterr().err

@@ -422,7 +422,7 @@ def test_sigkill_after_first_chunk_then_resume(tmp_path):
     while time.time() < deadline and proc.poll() is None:
         if out.exists() and out.stat().st_size > 0:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its engine process
     proc.wait()

@@ -119,6 +119,8 @@ def load_backend(name: str | None, model: str, **opts) -> Backend:
     `timeout=`, `concurrency=`, `max_retries=` or CAI_OPENAI_TIMEOUT/_CONCURRENCY/_MAX_RETRIES).
     """
     name = resolve_backend_name(name)
+    if name != "vllm" and opts.get("speculative_tokens"):
+        print(f"note: --speculative-tokens is a vllm setting; the {name} backend ignores it", file=sys.stderr)
     opts = _engine_options(name, opts)
     if name == "openai":
         from cai.backends.openai import OpenAIBackend
