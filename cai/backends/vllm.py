@@ -197,12 +197,10 @@ def decoded_logprobs(position: dict) -> dict[str, float]:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
-                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0, speculative_tokens: int = 0):
+    def __init__(self, model: str, **engine_opts):
+        """`engine_opts`: the keyword arguments of `engine_args` (one list of engine settings)."""
         self.model = model
-        self._opts = dict(max_model_len=max_model_len, memory_fraction=memory_fraction,
-                          prefix_caching=prefix_caching, tensor_parallel_size=tensor_parallel_size, seed=seed,
-                          speculative_tokens=speculative_tokens)
+        self._opts = engine_opts
         self.llm  # start the engine now, not on the first request
 
     @property

@@ -64,15 +64,13 @@ class AsyncVLLMBackend:
     name = "vllm"
     pipelined = True
 
-    def __init__(self, model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
-                 prefix_caching: bool = True, tensor_parallel_size: int = 1, seed: int = 0, speculative_tokens: int = 0):
+    def __init__(self, model: str, **engine_opts):
+        """`engine_opts`: the keyword arguments of `engine_args`."""
         from transformers import AutoTokenizer
 
         self.model = model
         self.tok = AutoTokenizer.from_pretrained(model)
-        self._args = dict(engine_args(model, max_model_len=max_model_len, memory_fraction=memory_fraction,
-                                      prefix_caching=prefix_caching, tensor_parallel_size=tensor_parallel_size,
-                                      seed=seed, speculative_tokens=speculative_tokens), disable_log_stats=True)
+        self._args = dict(engine_args(model, **engine_opts), disable_log_stats=True)
         self._engine  # start now, not on the first request
 
     @property
