@@ -109,6 +109,58 @@ def run_cai_loop(args, label: str, backend_obj, backend_name: str) -> dict:
             "engine_calls": g.engine_calls, "_requests": recorder.requests}
 
 
+def owner_of(conv: list, prompts: list[list]) -> int:
+    """Index of the prompt whose messages appear, in a row, in `conv`: which record a request is of."""
+    for i, p in enumerate(prompts):
+        n = len(p)
+        if any(conv[j:j + n] == p for j in range(len(conv) - n + 1)):
+            return i
+    raise ValueError("a recorded request holds none of the prompts")
+
+
+def chain_replay_vllm(args, backend, recorded: list, prompts: list[list]) -> dict:
+    """The loop's requests with the loop's dependencies and nothing of cai around them.
+
+    Each conversation's requests, tokenised beforehand, go to the same async engine one after the
+    other, the next the moment the previous one returns, with the recorded output lengths; all
+    conversations at once. The engine does the loop's exact work in the loop's order, so the loop
+    over this measures cai's own cost: Python, templating, tokenising, writing, scheduling.
+    """
+    import itertools
+    from collections import defaultdict
+
+    from vllm import SamplingParams as VSP
+    from vllm.sampling_params import RequestOutputKind
+
+    chains: dict[int, list[tuple[list[int], int]]] = defaultdict(list)
+    for conv, toks in recorded:  # recorded as each request returned: in order within a conversation
+        chains[owner_of(conv, prompts)].append((backend._render(conv), max(1, toks[0])))
+    eng = backend._engine
+    ids = itertools.count()
+
+    async def one(prompt_ids: list[int], n: int, seed: int) -> int:
+        sp = VSP(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0.7, top_p=0.95, seed=seed,
+                 output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        async for out in eng.llm.generate({"prompt_token_ids": prompt_ids}, sp, f"chain-{next(ids)}"):
+            final = out
+        return len(final.outputs[0].token_ids)
+
+    async def chain(c: int, reqs: list) -> int:
+        return sum([await one(p, n, c * 100 + k) for k, (p, n) in enumerate(reqs)])
+
+    async def main():
+        await eng.llm.reset_prefix_cache()  # the loop just filled it: no head start for the replay
+        t = time.perf_counter()
+        n = sum(await asyncio.gather(*(chain(c, r) for c, r in chains.items())))
+        return n, time.perf_counter() - t
+
+    n, secs = eng.call(main())
+    return {"name": "chain replay vllm (loop's requests in the loop's order, no cai)", "kind": "raw",
+            "requests": len(recorded), "tokens": n, "gen_seconds": secs, "tokens_per_s": n / secs,
+            "prompts_per_s": len(chains) / secs}
+
+
 def replay_vllm(args, recorded: list) -> dict:
     """The loop's exact requests (same prompts, same output lengths) as one offline batch: the
     engine's cost for the same work without the loop's dependencies and Python around it."""
@@ -171,7 +223,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def peer_pattern(args, prompts) -> dict:
+def peer_pattern(args, prompts, engine: str) -> dict:
     """The open HF CAI recipe's way: one coroutine per conversation, HTTP to a vLLM server.
 
     `--peer-engine matched` (default) starts the server with the engine settings cai picks for
@@ -195,7 +247,7 @@ def peer_pattern(args, prompts) -> dict:
     env = dict(os.environ)
     if not torch.cuda.is_available():
         cmd.append("--enforce-eager")
-    if args.peer_engine == "matched":
+    if engine == "matched":
         from cai.backends.hardware import compute_dtype
         from cai.backends.vllm import engine_defaults, use_all_cpus
 
@@ -262,7 +314,7 @@ def peer_pattern(args, prompts) -> dict:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
-    return {"name": f"peer pattern (per-conversation HTTP to vLLM server, {args.peer_engine} engine settings)", "kind": "peer", "prompts": len(prompts),
+    return {"name": f"peer pattern (per-conversation HTTP to vLLM server, {engine} engine settings)", "kind": "peer", "prompts": len(prompts),
             "tokens": tokens, "gen_seconds": secs, "tokens_per_s": tokens / secs, "prompts_per_s": len(prompts) / secs}
 
 
@@ -276,12 +328,15 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--few-shot", type=int, default=0, help="Constitution examples prepended to critiques.")
     ap.add_argument("--no-peer", action="store_true", help="Skip the server-based peer pattern.")
-    ap.add_argument("--peer-engine", choices=["matched", "default"], default="matched",
-                    help="The peer's vLLM server: cai's engine settings for this machine, or vLLM's defaults.")
+    ap.add_argument("--peer-engine", default="matched",
+                    help="The peer's vLLM server: `matched` (cai's engine settings for this machine), `default` "
+                         "(vLLM's defaults, as the peer's users start it), or both: `matched,default`.")
     ap.add_argument("--speculative-tokens", type=int, default=0, choices=range(17), metavar="K",
                     help="Also run the pipelined vLLM loop with n-gram speculative decoding of K draft tokens.")
     ap.add_argument("--json", default=None, help="Write the figures here.")
     args = ap.parse_args()
+    if not set(args.peer_engine.split(",")) <= {"matched", "default"}:
+        ap.error(f"--peer-engine: expected matched, default or matched,default, got {args.peer_engine!r}")
 
     from cai.backends import load_backend
     from cai.backends.vllm import shutdown_all
@@ -302,8 +357,10 @@ def main() -> None:
     print(f"cai throughput benchmark: {args.n} prompts, {args.rounds} round(s), max {args.max_tokens} tokens per step")
     print("  " + ", ".join(f"{k} {v}" for k, v in versions().items()), flush=True)
     if "vllm" in backends:
-        pipe = run_cai_loop(args, "cai loop vllm (async engine, pipelined)", load_backend("vllm", args.model, pipeline=True), "vllm")
+        async_vllm = load_backend("vllm", args.model, pipeline=True)
+        pipe = run_cai_loop(args, "cai loop vllm (async engine, pipelined)", async_vllm, "vllm")
         show(pipe)
+        show(chain_replay_vllm(args, async_vllm, pipe["_requests"], prompts))
         shutdown_all()
         nocache = run_cai_loop(args, "cai loop vllm (pipelined, prefix cache off)",
                                load_backend("vllm", args.model, pipeline=True, prefix_caching=False), "vllm")
@@ -321,7 +378,8 @@ def main() -> None:
         show(raw_vllm(args, prompts, pipe["tokens"], pipe["requests"]))
         shutdown_all()
         if not args.no_peer:
-            show(peer_pattern(args, prompts))
+            for engine in args.peer_engine.split(","):
+                show(peer_pattern(args, prompts, engine.strip()))
     if "hf" in backends:
         hf = load_backend("hf", args.model)
         show(run_cai_loop(args, "cai loop hf (transformers)", hf, "hf"))
@@ -339,13 +397,16 @@ def main() -> None:
                      and "speculation" not in r["name"]), key=lambda r: r["tokens_per_s"], default=None)
     ratios = {
         "vllm_over_hf": ratio(best_vllm, find("cai loop hf")),
-        "cai_over_peer": ratio(best_vllm, find("peer pattern")),
-        "efficiency_vllm": ratio(best_vllm, find("replay vllm")),
+        "cai_over_peer": ratio(best_vllm, find("matched engine settings") or find("peer pattern")),
+        "efficiency_vllm": ratio(best_vllm, find("replay vllm (loop's requests, one batch)")),
+        "loop_over_chain_replay": ratio(best_vllm, find("chain replay")),
         "loop_over_short_prompt_generation": ratio(best_vllm, find("raw vllm")),
         "efficiency_hf": ratio(find("cai loop hf"), find("raw hf")),
         "prefix_cache_gain": ratio(find("pipelined)"), find("cache off")),
         "pipelined_over_barrier": ratio(find("pipelined)"), find("barrier")),
     }
+    if find("matched engine settings") and find("default engine settings"):
+        ratios["cai_over_peer_default_engine"] = ratio(best_vllm, find("default engine settings"))
     if find("speculation"):
         ratios["speculation_gain"] = ratio(find("speculation"), find("pipelined)"))
     print("\n| run | prompts/s | output tokens/s | judge pairs/s |")
