@@ -393,7 +393,7 @@ def test_real_vllm_16_prompts_2_rounds_2_samples(tmp_path, vllm_backend):
     p = write_prompts(tmp_path / "p.jsonl", 16)
     res = CliRunner().invoke(main, [
         "generate", "--prompts", str(p), "--rounds", "2", "--samples", "2", "--backend", "vllm",
-        "--run-dir", str(tmp_path / "run"), "--max-tokens", "40", "--no-progress", "--seed", "3"])
+        "--run-dir", str(tmp_path / "run"), "--max-tokens", "24", "--no-progress", "--seed", "3"])
     assert res.exit_code == 0, res.output
     out = rows(tmp_path)
     assert len(out) == 32 and len({r["id"] for r in out}) == 32
