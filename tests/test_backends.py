@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -24,24 +22,6 @@ JUDGE = [
 # The same weights in two different kernels: greedy paths agree at first, option probabilities within
 # this much (absolute, after normalising over A/B).
 P_TOLERANCE = 0.12
-
-
-def test_ngram_speculation_keeps_greedy_answers(hf_backend):
-    """vLLM with n-gram speculative decoding (a subprocess: its own engine, this module's stays
-    cached) still gives the greedy answers; the repeat prompt is one where drafts get accepted."""
-    chats = CHATS[:1] + [[{"role": "user", "content": "Repeat this sentence exactly: the cat sat on the mat and the cat "
-                                                  "sat on the mat."}]]
-    cmd = [sys.executable, "-m", "cai.cli", "chat", "--backend", "vllm", "--speculative-tokens", "3",
-           "--max-tokens", "16"] + [c[0]["content"] for c in chats]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
-    # Each answer follows its "> prompt" line (an answer may itself hold "> ", so split on the lines).
-    marks = [res.stdout.index(f"> {c[0]['content']}\n") for c in chats]
-    answers = [res.stdout[m:end].split("\n", 1)[1].strip() for m, end in zip(marks, marks[1:] + [len(res.stdout)])]
-    h = hf_backend.chat(chats, SamplingParams(max_tokens=16, temperature=0.0))
-    assert len(answers) == len(chats)
-    for got, ch in zip(answers, h):
-        assert got.split()[:4] == ch[0].text.split()[:4]
 
 
 def test_greedy_answers_agree(vllm_backend, hf_backend):

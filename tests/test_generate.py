@@ -415,7 +415,8 @@ def test_real_vllm_16_prompts_2_rounds_2_samples(tmp_path, vllm_backend):
 def test_sigkill_after_first_chunk_then_resume(tmp_path):
     p = write_prompts(tmp_path / "p.jsonl", 8)
     cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(p), "--rounds", "1", "--backend", "vllm",
-           "--run-dir", str(tmp_path / "run"), "--chunk-size", "2", "--max-tokens", "32", "--no-progress"]
+           "--run-dir", str(tmp_path / "run"), "--chunk-size", "4", "--few-shot", "0", "--max-tokens", "32",
+           "--no-progress"]
     out = tmp_path / "run" / "generations.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300

@@ -323,17 +323,34 @@ def test_sft_learns_and_writes_a_loadable_model(sft_out, data, model_path):
 
 @pytest.mark.slow
 def test_trained_folder_answers_through_cai_chat_with_vllm(sft_out):
-    """Issue 5: a `cai train` output (merged) is a model vLLM serves as it is. A fresh process,
-    because a vLLM engine spawns workers and one process holds one engine."""
+    """Issue 5: a `cai train` output (merged) is a model vLLM serves as it is, and serves right: its
+    greedy answers are transformers' on the same folder. The vLLM engine runs with n-gram
+    speculative decoding on (issue 7's option; one engine start checks both, they are the suite's
+    costliest part): drafts verified by the model leave greedy answers unchanged, and the repeat
+    prompt is one where drafts get accepted. A fresh process, because a vLLM engine spawns workers
+    and one process holds one engine."""
     import subprocess
     import sys
 
+    from cai.backends import load_backend
+    from cai.backends.base import SamplingParams
+
     out, m = sft_out
     assert m["saved"] == "merged"
+    prompts = ["What is the capital of France?",
+               "Repeat this sentence exactly: the cat sat on the mat and the cat sat on the mat."]
     proc = subprocess.run([sys.executable, "-m", "cai.cli", "chat", "--backend", "vllm", "--model", str(out),
-                           "--max-tokens", "24", "Hi"], capture_output=True, text=True, timeout=900)
+                           "--speculative-tokens", "3", "--max-tokens", "16", *prompts],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip(), proc.stderr[-3000:]
+    # Each answer follows its "> prompt" line (an answer may itself hold "> ", so split on the lines).
+    marks = [proc.stdout.index(f"> {p}\n") for p in prompts]
+    answers = [proc.stdout[a:b].split("\n", 1)[1].strip() for a, b in zip(marks, marks[1:] + [len(proc.stdout)])]
+    hf = load_backend("hf", str(out)).chat([[{"role": "user", "content": p}] for p in prompts],
+                                           SamplingParams(max_tokens=16, temperature=0.0))
+    for got, ref in zip(answers, hf):
+        assert got, proc.stdout
+        assert got.split()[:4] == ref[0].text.split()[:4], (got, ref[0].text)
 
 
 @pytest.mark.slow
