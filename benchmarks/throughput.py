@@ -3,9 +3,11 @@
     python benchmarks/throughput.py [--prompts PATH] [--n N] [--backends vllm,hf] [--json OUT]
 
 Runs on the same prompts and settings:
-  1. raw generation, two ways: the loop's own requests replayed to the engine as one batch (same
+  1. raw generation, three ways: the loop's own requests replayed to the engine as one batch (same
      prompts, same output lengths: the engine's cost for the same work, the base of the pipeline
-     efficiency), and the same number of output tokens from the short user prompts alone (the
+     efficiency); the same requests replayed in the loop's order, each conversation's next request
+     the moment its previous one returns, on the bare async engine (the loop over this is cai's
+     own cost); and the same number of output tokens from the short user prompts alone (the
      engine's ceiling, where later steps' long prompts cost nothing);
   2. the peer pattern: each conversation its own coroutine sending answer → critique → revision
      requests in turn to vLLM's OpenAI-compatible server (a subprocess), all in flight at once;
@@ -229,8 +231,8 @@ def peer_pattern(args, prompts, engine: str) -> dict:
     `--peer-engine matched` (default) starts the server with the engine settings cai picks for
     this machine (dtype, CPU threads, KV block size), so the ratio measures the loop and not the
     settings; `default` starts it the way a user of that recipe would (`vllm serve` defaults: the
-    checkpoint's bf16, one core kept for the scheduler), which on a CPU without native bf16 is
-    several times slower.
+    checkpoint's bf16, one core kept for the scheduler; eager mode on a CPU, as for every run
+    here), which on a CPU without native bf16 is several times slower.
     """
     import httpx
 
