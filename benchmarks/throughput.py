@@ -120,7 +120,7 @@ def owner_of(conv: list, prompts: list[list]) -> int:
     raise ValueError("a recorded request holds none of the prompts")
 
 
-def chain_replay_vllm(args, backend, recorded: list, prompts: list[list]) -> dict:
+def chain_replay_vllm(backend, recorded: list, prompts: list[list]) -> dict:
     """The loop's requests with the loop's dependencies and nothing of cai around them.
 
     Each conversation's requests, tokenised beforehand, go to the same async engine one after the
@@ -128,25 +128,20 @@ def chain_replay_vllm(args, backend, recorded: list, prompts: list[list]) -> dic
     conversations at once. The engine does the loop's exact work in the loop's order, so the loop
     over this measures cai's own cost: Python, templating, tokenising, writing, scheduling.
     """
-    import itertools
     from collections import defaultdict
 
     from vllm import SamplingParams as VSP
-    from vllm.sampling_params import RequestOutputKind
 
     chains: dict[int, list[tuple[list[int], int]]] = defaultdict(list)
     for conv, toks in recorded:  # recorded as each request returned: in order within a conversation
         chains[owner_of(conv, prompts)].append((backend._render(conv), max(1, toks[0])))
     eng = backend._engine
-    ids = itertools.count()
 
     async def one(prompt_ids: list[int], n: int, seed: int) -> int:
-        sp = VSP(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0.7, top_p=0.95, seed=seed,
-                 output_kind=RequestOutputKind.FINAL_ONLY)
-        final = None
-        async for out in eng.llm.generate({"prompt_token_ids": prompt_ids}, sp, f"chain-{next(ids)}"):
-            final = out
-        return len(final.outputs[0].token_ids)
+        # The backend's own request coroutine, awaited on the engine's loop: no thread hop per request.
+        out = await backend._generate(prompt_ids, VSP(max_tokens=n, min_tokens=n, ignore_eos=True, temperature=0.7,
+                                                      top_p=0.95, seed=seed))
+        return len(out.outputs[0].token_ids)
 
     async def chain(c: int, reqs: list) -> int:
         return sum([await one(p, n, c * 100 + k) for k, (p, n) in enumerate(reqs)])
@@ -362,7 +357,7 @@ def main() -> None:
         async_vllm = load_backend("vllm", args.model, pipeline=True)
         pipe = run_cai_loop(args, "cai loop vllm (async engine, pipelined)", async_vllm, "vllm")
         show(pipe)
-        show(chain_replay_vllm(args, async_vllm, pipe["_requests"], prompts))
+        show(chain_replay_vllm(async_vllm, pipe["_requests"], prompts))
         shutdown_all()
         nocache = run_cai_loop(args, "cai loop vllm (pipelined, prefix cache off)",
                                load_backend("vllm", args.model, pipeline=True, prefix_caching=False), "vllm")
