@@ -29,6 +29,7 @@ class Batcher:
         self.on_batch = on_batch
         self.native = hasattr(backend, "achat_one") and hasattr(backend, "achoice_logprobs_one")
         self._pending: list[tuple[tuple, Any, asyncio.Future]] = []
+        self._wake: asyncio.Event | None = None
         self.calls = 0
 
     async def chat(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
@@ -44,6 +45,8 @@ class Batcher:
     def _enqueue(self, key: tuple, payload: Any) -> Awaitable:
         fut = asyncio.get_running_loop().create_future()
         self._pending.append((key, payload, fut))
+        if self._wake is not None:
+            self._wake.set()
         return fut
 
     def _flush(self) -> None:
@@ -75,12 +78,22 @@ class Batcher:
                     fut.set_result(res)
 
     async def run(self, jobs: Iterable[Callable[[], Awaitable[Any]]], *, window: int,
-                  on_done: Callable[[Any], None], on_step: Callable[[], None] | None = None) -> None:
+                  on_done: Callable[[Any], None], on_step: Callable[[], None] | None = None,
+                  also: Sequence["Batcher"] = ()) -> None:
         """Run job coroutines with at most `window` alive; `on_done(result)` as each finishes.
 
         Jobs are pulled lazily from `jobs`, so a stream of a million prompts never sits in memory.
         `on_step` runs after each batched engine call (where the caller flushes its output).
+        `also`: other batchers the same records send requests to (a reviser model on its own
+        engine); gathered batches of every synchronous one are sent from this loop.
         """
+        batchers = [self, *(b for b in also if b is not self)]
+        sync = [b for b in batchers if not b.native]
+        # With native and gathering batchers mixed, a record that moves from a native request to a
+        # gathered one must wake the loop, which may be waiting on the native engine.
+        wake = asyncio.Event() if sync and len(sync) < len(batchers) else None
+        for b in sync:
+            b._wake = wake
         it = iter(jobs)
         live: set[asyncio.Task] = set()
         exhausted = False
@@ -97,39 +110,52 @@ class Batcher:
 
         top_up()
         while live:
-            if self.native:
+            if not sync:
                 done, _ = await asyncio.wait(live, return_when=asyncio.FIRST_COMPLETED)
             else:
-                # Let every live record run until it waits on the engine (or finishes), then send
-                # everything waiting as batches. Records fan out into nested coroutines (samples,
-                # both orders, ensembles), so wait until nothing at all is runnable: CPython's
-                # loop keeps its runnable callbacks in `_ready`; elsewhere, wait for quiet.
-                loop = asyncio.get_running_loop()
-                ready = getattr(loop, "_ready", None)
-                quiet = 0
-                while True:
-                    await asyncio.sleep(0)
-                    if ready is not None:
-                        if not ready:
-                            break
-                    else:
-                        quiet += 1
-                        if quiet > 64:
-                            break
+                await _settle()
                 done = {t for t in live if t.done()}
-                if not done and not self._pending:
-                    raise RuntimeError("records are waiting on something other than the engine")
                 if not done:
-                    self._flush()
-                    if on_step:
-                        on_step()
-                    continue
+                    waiting = [b for b in sync if b._pending]
+                    if waiting:
+                        for b in waiting:
+                            b._flush()
+                        if on_step:
+                            on_step()
+                        continue
+                    if wake is None:
+                        raise RuntimeError("records are waiting on something other than the engine")
+                    wake.clear()
+                    waiter = asyncio.ensure_future(wake.wait())
+                    done, _ = await asyncio.wait(live | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    done = {t for t in done if t is not waiter}
+                    if not done:
+                        continue
             for t in done:
                 live.discard(t)
                 on_done(t.result())  # re-raises a record's exception: the run stops loudly
             top_up()
-            if self.native and on_step:
+            if (not sync or wake is not None) and on_step:
                 on_step()
+
+
+async def _settle() -> None:
+    """Let every live record run until it waits on an engine (or finishes). Records fan out into
+    nested coroutines (samples, both orders, ensembles), so wait until nothing at all is runnable:
+    CPython's loop keeps its runnable callbacks in `_ready`; elsewhere, wait for quiet."""
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)
+    quiet = 0
+    while True:
+        await asyncio.sleep(0)
+        if ready is not None:
+            if not ready:
+                return
+        else:
+            quiet += 1
+            if quiet > 64:
+                return
 
 
 def run_interruptible(coro) -> Any:

@@ -70,6 +70,17 @@ class GenerateConfig(EngineConfig):
     critique: StepSampling = StepSampling(max_tokens=120)
     revision: StepSampling = StepSampling(max_tokens=200)
     force_new: bool = False
+    # A critic stronger than the policy: the policy writes the answers, this model the critiques and
+    # revisions, in the same conversations (how Constitutional AI is used with small policies).
+    reviser_model: str | None = Field(None, description="Model that writes critiques and revisions; default: --model.")
+    reviser_backend: Literal["vllm", "hf", "openai"] | None = Field(
+        None, description="Engine of the reviser; default: the policy's.")
+    reviser_base_url: str | None = Field(None, description="openai reviser: server URL(s), comma-separated.")
+
+    def reviser_options(self) -> dict:
+        """The reviser's engine settings: the policy's, with its own server URLs."""
+        opts = {k: v for k, v in self.backend_options().items() if k != "base_url"}
+        return {**opts, **({"base_url": self.reviser_base_url} if self.reviser_base_url else {})}
 
 
 class JudgeSettings(EngineConfig):

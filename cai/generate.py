@@ -19,13 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from cai.backends import check_engine, load_backend
+from collections import Counter
+
+from cai.backends import check_engine, load_backend, resolve_backend_name
 from cai.backends.base import Backend
 from cai.batching import Batcher, run_interruptible
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
 from cai.inputs import PromptRow, iter_prompts, messages_key, prompts_source
+from cai.errors import UsageError
 from cai.prompts import Templates
+from cai.quality import FLAGS, answer_flags, flag_line
 from cai.records import GenerationRecord, RunFolder, AppendWriter, code_version, read_rows, record_id
 from cai.revise import Reviser
 
@@ -47,6 +51,10 @@ class GenerateSummary:
     torn_line_repaired: bool = False
     engine_calls: int = 0
     errors: list[str] = field(default_factory=list)
+    # Over every row of the run folder (a resumed run included): final answers, and every round.
+    flag_counts: dict[str, int] = field(default_factory=dict)
+    round_flag_counts: dict[str, int] = field(default_factory=dict)
+    rows_total: int = 0
 
     def lines(self) -> list[str]:
         rate = self.written / self.seconds if self.seconds else 0.0
@@ -59,7 +67,13 @@ class GenerateSummary:
             f"tokens         {self.tokens}",
             f"time           {self.seconds:.1f} s",
             f"chatter        {self.cleaned} revisions cleaned, {self.empty_revisions} empty kept the previous answer",
+            f"flags          {flag_line(self.flag_counts)}  (final answers of all {self.rows_total} rows)",
+            f"round flags    {flag_line(self.round_flag_counts)}  (every revision)",
         ]
+        excluded = self.flag_counts.get("_excluded", 0)
+        if excluded:
+            out.append(f"               {excluded} of {self.rows_total} rows have a flagged final answer: "
+                       "`cai export` and `cai train` leave them out (--keep-flagged keeps them)")
         if self.failed:
             out.append(f"               {self.failed} failed samples not written; rerun the same command to retry them")
         if self.bad_rows:
@@ -76,6 +90,25 @@ def default_run_dir(cfg: GenerateConfig, constitution: Constitution) -> Path:
     return Path("runs") / f"{constitution.name}-{model}".replace(" ", "_")
 
 
+def resolve_reviser(cfg: GenerateConfig, policy_backend: str) -> str | None:
+    """The reviser's engine name, or None when the policy revises its own answers. Checked like the
+    policy's engine, before anything starts."""
+    if not cfg.reviser_model:
+        return None
+    name = resolve_backend_name(cfg.reviser_backend or policy_backend)
+    same_server = (cfg.reviser_base_url or None) == (cfg.base_url or None)
+    if name == policy_backend and cfg.reviser_model == cfg.model and (name != "openai" or same_server):
+        return None  # the same engine and model: one backend does both
+    check_engine(name, cfg.reviser_model, **cfg.reviser_options())
+    if name == "vllm" and policy_backend == "vllm":
+        raise UsageError(
+            f"the policy ({cfg.model}) and the reviser ({cfg.reviser_model}) would both need a local vLLM engine, "
+            "and one process holds one vLLM engine. Serve one of them with vLLM's OpenAI-compatible server "
+            "(python -m vllm.entrypoints.openai.api_server --model ...) and point cai at it: "
+            "--reviser-backend openai --reviser-base-url http://HOST:PORT (or use --reviser-backend hf)")
+    return name
+
+
 def resolve_run_config(cfg: GenerateConfig, constitution: Constitution,
                        backend: Backend | None) -> tuple[GenerateConfig, Path | None]:
     """The config with every default made explicit (engine, prompt file, run folder), as run.yaml
@@ -89,6 +122,10 @@ def resolve_run_config(cfg: GenerateConfig, constitution: Constitution,
         name, folder = check_engine(cfg.backend, cfg.model, **cfg.backend_options())
     resolved = {"backend": name, "prompts": str(prompts_source(cfg.prompts)),
                 "run_dir": str(cfg.run_dir or default_run_dir(cfg, constitution))}
+    if backend is None:
+        reviser = resolve_reviser(cfg, name)
+        resolved.update(reviser_backend=reviser, reviser_model=cfg.reviser_model if reviser else None,
+                        reviser_base_url=cfg.reviser_base_url if reviser else None)
     return cfg.model_copy(update=resolved), folder
 
 
@@ -109,10 +146,28 @@ def run_identity(cfg: GenerateConfig, constitution: Constitution, templates: Tem
         "critique": cfg.critique.model_dump(),
         "revision": cfg.revision.model_dump(),
         "templates": templates.fingerprint(("critique.j2", "revision.j2")),
+        # Only when there is one, so the ids of runs without a reviser stay what they were.
+        **({"reviser": {"model": cfg.reviser_model, "backend": cfg.reviser_backend}} if cfg.reviser_model else {}),
     }
 
 
-def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, progress: bool = True,
+def count_run_flags(path: Path) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(rows, final-answer flag counts, round flag counts) over a generations file; zeros included.
+    `_excluded` counts the rows whose final answer training leaves out by default."""
+    from cai.quality import excluding
+
+    rows, final, rounds = 0, Counter({f: 0 for f in FLAGS}), Counter({f: 0 for f in FLAGS})
+    for row in read_rows(path):
+        rows += 1
+        final.update(row.get("flags") or [])
+        final["_excluded"] += bool(excluding(row.get("flags") or []))
+        for r in row.get("rounds") or []:
+            rounds.update(f for f in r.get("flags") or [] if f in FLAGS)
+    return rows, dict(final), dict(rounds)
+
+
+def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, reviser: Backend | None = None,
+                 progress: bool = True,
                  log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> GenerateSummary:
     constitution = load_constitution(cfg.constitution, warn=log)
     templates = Templates(cfg.templates)
@@ -160,8 +215,17 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, progres
             if backend is None:
                 log(f"starting {cfg.backend} backend with {cfg.model}")
                 backend = load_backend(cfg.backend, cfg.model, **cfg.backend_options())
-            _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash, total, progress, log)
-            summary.seconds = time.perf_counter() - t0
+            if reviser is None and cfg.reviser_backend:
+                log(f"starting {cfg.reviser_backend} backend with the reviser {cfg.reviser_model}")
+                reviser = load_backend(cfg.reviser_backend, cfg.reviser_model, **cfg.reviser_options())
+            try:
+                _run_loop(cfg, backend, reviser or backend, constitution, templates, writer, summary, ident_hash,
+                          total, progress, log)
+            finally:
+                summary.seconds = time.perf_counter() - t0
+                summary.rows_total, summary.flag_counts, summary.round_flag_counts = count_run_flags(run.generations)
+                counts = {k: v for k, v in summary.flag_counts.items() if not k.startswith("_")}
+                run.update_info(flag_counts=counts, round_flag_counts=summary.round_flag_counts)
     finally:
         lock.release()
     return summary
@@ -174,14 +238,19 @@ class _Failed:
     reason: str
 
 
-def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash, total, progress, log) -> None:
+def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, summary, ident_hash, total, progress,
+              log) -> None:
     batcher = Batcher(backend)
+    rbatcher = batcher if reviser_backend is backend else Batcher(reviser_backend)
     answer_params = cfg.answer.params(n=cfg.samples, seed=cfg.seed)
-    reviser = Reviser.build(batcher, constitution, templates, cfg.few_shot,
+    reviser = Reviser.build(rbatcher, constitution, templates, cfg.few_shot,
                             cfg.critique.params(seed=cfg.seed), cfg.revision.params(seed=cfg.seed))
+    separate = rbatcher is not batcher
     base_meta = {
         "model": cfg.model,
         "backend": getattr(backend, "name", cfg.backend),
+        **({"reviser_model": cfg.reviser_model or getattr(reviser_backend, "model", "?"),
+            "reviser_backend": getattr(reviser_backend, "name", cfg.reviser_backend)} if separate else {}),
         "sampling": {"answer": cfg.answer.model_dump(), "critique": cfg.critique.model_dump(),
                      "revision": cfg.revision.model_dump(), "samples": cfg.samples,
                      # Same distribution, other draws: worth knowing when comparing two runs' rows.
@@ -231,10 +300,14 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
             summary.empty_revisions += st.empty
             tokens = {"initial": ans.tokens, "critique": st.critique_tokens, "revision": st.revision_tokens}
             tokens["total"] = sum(tokens.values())
+            initial_flags = answer_flags(ans.text, ans.finish_reason)
+            final_flags = ([f for f in rounds[-1].flags if not f.startswith("critique_")] if rounds
+                           else initial_flags)
             return GenerationRecord(
                 id=ids[s], prompt=row.messages, category=row.category, sample=s,
                 initial=ans.text.strip(), rounds=rounds,
                 final=rounds[-1].revision if rounds else ans.text.strip(),
+                flags=final_flags, initial_flags=initial_flags,
                 meta={**base_meta, "source_row": row.index, **({"source": row.meta} if row.meta else {}),
                       "finish_reasons": {"initial": ans.finish_reason, "rounds": st.finish},
                       "tokens": tokens, "chatter_cleaned": st.cleaned,
@@ -262,11 +335,12 @@ def _run_loop(cfg, backend, constitution, templates, writer, summary, ident_hash
         bar.set_postfix_str(_rates(summary, bar), refresh=False)
 
     try:
-        run_interruptible(batcher.run(jobs(), window=cfg.chunk_size, on_done=done, on_step=writer.flush))
+        run_interruptible(batcher.run(jobs(), window=cfg.chunk_size, on_done=done, on_step=writer.flush,
+                                      also=[rbatcher] if separate else []))
     finally:
         writer.flush()
         bar.close()
-        summary.engine_calls = batcher.calls
+        summary.engine_calls = batcher.calls + (rbatcher.calls if separate else 0)
 
 
 def _rates(summary: GenerateSummary, bar) -> str:

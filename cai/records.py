@@ -54,6 +54,8 @@ class Round(BaseModel):
     principle_id: str
     critique: str
     revision: str
+    # What the model-free checks found in this round (cai/quality.py); critique findings prefixed.
+    flags: list[str] = Field(default_factory=list)
 
 
 class GenerationRecord(BaseModel):
@@ -65,6 +67,10 @@ class GenerationRecord(BaseModel):
     initial: str
     rounds: list[Round] = Field(default_factory=list)
     final: str
+    # The checks' findings on the final answer (the last revision, or the initial answer without
+    # rounds) and on the initial answer: what `cai export` leaves out of training by default.
+    flags: list[str] = Field(default_factory=list)
+    initial_flags: list[str] = Field(default_factory=list)
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ from cai.backends.base import Completion, Conversation, SamplingParams
 from cai.batching import Batcher
 from cai.constitution import Constitution, Principle
 from cai.prompts import Templates
+from cai.quality import critique_flags, revision_flags
 from cai.records import Round
 
 # A first line that only announces the revision ("Sure, here is a revised response:"). Small models
@@ -117,19 +118,25 @@ class Reviser:
                 stats.error = f"round {r + 1} critique: {crit.error or 'request failed'}"
                 break
             critique = crit.text.strip()
-            rev: Completion = (await self.batcher.chat(
-                revision_conversation(conv, critique, principle, self.templates), self.revision_params))[0]
+            rev_conv = revision_conversation(conv, critique, principle, self.templates)
+            rev: Completion = (await self.batcher.chat(rev_conv, self.revision_params))[0]
             if rev.finish_reason == "error":
                 stats.error = f"round {r + 1} revision: {rev.error or 'request failed'}"
                 break
             revision, cleaned = clean_revision(rev.text)
             stats.cleaned += cleaned
-            if not revision:  # nothing usable: keep the answer so the next round has one
+            empty = not revision
+            if empty:  # nothing usable: keep the answer so the next round has one
                 stats.empty += 1
                 revision = answer
             stats.critique_tokens += crit.tokens
             stats.revision_tokens += rev.tokens
             stats.finish.append({"critique": crit.finish_reason, "revision": rev.finish_reason})
-            done.append(Round(principle_id=principle.id, critique=critique, revision=revision))
+            prompt_text = "\n".join(m["content"] for m in prompt)
+            flags = critique_flags(critique, answer=answer, finish_reason=crit.finish_reason) + revision_flags(
+                revision, previous=answer, prompt=prompt_text, critique=critique,
+                requests=(conv[-1]["content"], rev_conv[-1]["content"]), finish_reason=rev.finish_reason,
+                empty=empty)
+            done.append(Round(principle_id=principle.id, critique=critique, revision=revision, flags=flags))
             answer = revision
         return done, stats
