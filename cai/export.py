@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from cai.errors import UsageError
+from cai.quality import excluding
 from cai.records import RunFolder, read_rows
 
 Format = Literal["sft", "dpo"]
+Filter = Literal["none", "judged"]
 
 
 def _assistant(text: str) -> list[dict[str, str]]:
@@ -30,17 +34,81 @@ def _provenance(info: dict) -> dict:
     return {"constitution": info.get("constitution_name") or "", "constitution_sha256": info.get("constitution_sha256") or ""}
 
 
-def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False) -> list[dict]:
+@dataclass
+class LeftOut:
+    """What an export left out and why: the dataset card lists it."""
+
+    flagged: int = 0
+    by_flag: Counter = field(default_factory=Counter)
+    not_preferred: int = 0  # --filter judged: the judge did not prefer the final revision
+    kept_flagged: int = 0  # --keep-flagged: flagged rows kept anyway
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.flagged:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.by_flag.items()))
+            out.append(f"{self.flagged} left out: flagged by the quality checks ({kinds})")
+        if self.kept_flagged:
+            out.append(f"{self.kept_flagged} flagged rows kept (--keep-flagged)")
+        if self.not_preferred:
+            out.append(f"{self.not_preferred} left out: the judge did not prefer the final revision over the "
+                       "initial answer (--filter judged)")
+        return out
+
+
+def _excluded(flags, keep_flagged: bool, left: LeftOut) -> bool:
+    bad = excluding(flags or [])
+    if not bad:
+        return False
+    if keep_flagged:
+        left.kept_flagged += 1
+        return False
+    left.flagged += 1
+    left.by_flag.update(bad)
+    return True
+
+
+def judged_preferred(run: RunFolder) -> set[str]:
+    """Generation ids whose final revision the judge preferred over the initial answer."""
+    if not run.preferences.exists() and not run.ties.exists():
+        raise UsageError(f"{run.path}: --filter judged keeps the rows the judge preferred, but the run is not judged "
+                         f"yet: run `cai judge {run.path} --strategy revision` first")
+    strategy = (run.info().get("judge") or {}).get("strategy")
+    if strategy and strategy != "revision":
+        raise UsageError(f"{run.path}: --filter judged needs pairs of revision vs initial answer, but the run was "
+                         f"judged with --strategy {strategy}")
+    return {sid for p in read_rows(run.preferences) if p.get("strategy") == "revision"
+            and not (p.get("meta") or {}).get("flipped") for sid in p.get("source_ids", [])}
+
+
+def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, keep_flagged: bool = False,
+               filter: Filter = "none", left_out: LeftOut | None = None) -> list[dict]:
+    """The export's rows. Rows whose final answer (SFT) or chosen answer (DPO) the quality checks
+    flagged are left out unless `keep_flagged`; `filter="judged"` keeps only the SFT rows whose
+    final revision the judge preferred (rejection-sampled SFT). `left_out` collects the counts."""
     run = RunFolder(run_dir)
     prov = _provenance(run.info())
+    left = left_out if left_out is not None else LeftOut()
+    if filter not in ("none", "judged"):
+        raise UsageError(f"unknown filter {filter!r}: none or judged")
     if fmt == "sft":
         if not run.generations.exists():
             raise UsageError(f"{run_dir}: no generations.jsonl to export (run `cai generate` first)")
+        preferred = judged_preferred(run) if filter == "judged" else None
         rows = []
         for g in read_rows(run.generations):
+            if preferred is not None and g["id"] not in preferred:
+                left.not_preferred += 1
+                continue
             # With --all-rounds a generation made without rounds still gives its one answer (final = initial).
-            revisions = [r["revision"] for r in g["rounds"]] if all_rounds and g["rounds"] else [g["final"]]
-            for k, text in enumerate(revisions):
+            if all_rounds and g["rounds"]:
+                revisions = [(r["revision"], [f for f in r.get("flags") or [] if not f.startswith("critique_")])
+                             for r in g["rounds"]]
+            else:
+                revisions = [(g["final"], g.get("flags") or [])]
+            for k, (text, flags) in enumerate(revisions):
+                if _excluded(flags, keep_flagged, left):
+                    continue
                 rows.append({
                     "messages": list(g["prompt"]) + _assistant(text),
                     "id": g["id"] if not all_rounds else f"{g['id']}-r{k + 1 if g['rounds'] else 0}",
@@ -48,14 +116,23 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False) ->
                     "round": len(g["rounds"]) if not all_rounds or not g["rounds"] else k + 1,
                     "category": g.get("category") or "",
                     "principle_ids": [r["principle_id"] for r in g["rounds"]],
+                    "flags": list(flags),
                     **prov,
                 })
         return rows
     if fmt == "dpo":
+        if filter != "none":
+            raise UsageError("--filter applies to SFT data (the pairs are already the judge's choices)")
         if not run.preferences.exists():
             raise UsageError(f"{run_dir}: no preferences.jsonl to export (run `cai judge {run_dir}` first)")
-        return [
-            {
+        texts = _answer_flags(run)
+        agreement = (run.info().get("judge_calibration") or {}).get("agreement")
+        rows = []
+        for p in read_rows(run.preferences):
+            chosen_flags = next((texts[(sid, p["chosen"])] for sid in p["source_ids"] if (sid, p["chosen"]) in texts), [])
+            if _excluded(chosen_flags, keep_flagged, left):
+                continue
+            rows.append({
                 "prompt": p["prompt"],
                 "chosen": _assistant(p["chosen"]),
                 "rejected": _assistant(p["rejected"]),
@@ -65,13 +142,24 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False) ->
                 "p_chosen": p["p_chosen"],
                 "strategy": p["strategy"],
                 "question_ids": [j["question_id"] for j in p["judgements"]],
+                "chosen_flags": list(chosen_flags),
                 **prov,
                 # The judge may have asked another constitution's comparison questions (--constitution).
                 "judge_constitution_sha256": (p.get("meta") or {}).get("constitution_sha256") or "",
-            }
-            for p in read_rows(run.preferences)
-        ]
+                # How far the judge's labels can be trusted travels with the data (model cards read it).
+                "judge_agreement": agreement,
+            })
+        return rows
     raise UsageError(f"unknown export format {fmt!r}: sft or dpo")
+
+
+def _answer_flags(run: RunFolder) -> dict[tuple[str, str], list[str]]:
+    """(generation id, text) → the checks' flags, for the final and the initial answer of each row."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for g in read_rows(run.generations):
+        out.setdefault((g["id"], g["initial"]), g.get("initial_flags") or [])
+        out[(g["id"], g["final"])] = g.get("flags") or []
+    return out
 
 
 def rows_sha256(rows: list[dict]) -> str:
@@ -82,13 +170,16 @@ def rows_sha256(rows: list[dict]) -> str:
 
 
 def export(run_dir: str | Path, fmt: Format, to: Literal["jsonl", "parquet", "hf"], out: str | Path,
-           *, all_rounds: bool = False) -> dict:
-    """Write the data and its dataset card; returns the stats (rows, sha256, path, card, ...)."""
+           *, all_rounds: bool = False, keep_flagged: bool = False, filter: Filter = "none") -> dict:
+    """Write the data and its dataset card; returns the stats (rows, sha256, path, card, left_out, ...)."""
     if to not in ("jsonl", "parquet", "hf"):
         raise UsageError(f"unknown target {to!r}: jsonl, parquet or hf")
-    rows = build_rows(run_dir, fmt, all_rounds=all_rounds)
+    left = LeftOut()
+    rows = build_rows(run_dir, fmt, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter, left_out=left)
     if not rows:
-        raise UsageError(f"{run_dir}: nothing to export as {fmt}")
+        why = "; ".join(left.lines())
+        raise UsageError(f"{run_dir}: nothing to export as {fmt}" + (f" ({why}; --keep-flagged keeps flagged rows)"
+                                                                     if why else ""))
     out = Path(out)
     # The card's place is decided before any data is written, so a refusal leaves nothing behind.
     card = card_path(out if to == "hf" else out.parent, out.name)
@@ -108,7 +199,8 @@ def export(run_dir: str | Path, fmt: Format, to: Literal["jsonl", "parquet", "hf
             ds.to_parquet(str(out))
         else:
             ds.save_to_disk(str(out))
-    stats = {"rows": len(rows), "sha256": rows_sha256(rows), "format": fmt, "to": to, "path": str(out)}
+    stats = {"rows": len(rows), "sha256": rows_sha256(rows), "format": fmt, "to": to, "path": str(out),
+             "left_out": left, "filter": filter, "keep_flagged": keep_flagged}
     section = card_section(out.name, RunFolder(run_dir), rows, stats, all_rounds=all_rounds)
     stats["card"] = str(write_card(card, out.name, section))
     return stats
@@ -206,9 +298,49 @@ def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, al
         ]
     else:
         lines.append(f"| rows per generation | {'one per revision round' if all_rounds else 'final revision only'} |")
+        if stats.get("filter") == "judged":
+            lines.append("| filter | judged: only rows whose final revision the judge preferred over the initial "
+                         "answer (rejection-sampled SFT) |")
+    left: LeftOut = stats.get("left_out") or LeftOut()
+    lines.append(f"| quality checks | {'flagged rows kept (--keep-flagged)' if stats.get('keep_flagged') else 'rows whose ' + ('chosen' if stats['format'] == 'dpo' else 'final') + ' answer is flagged are left out'} |")
+    lines += ["", "### Left out", ""]
+    lines += [f"- {line}" for line in left.lines()] or ["- nothing"]
+    flag_counts = info.get("flag_counts")
+    if flag_counts:
+        lines += ["", "Quality flags on the run's final answers: " + ", ".join(f"{k} {v}" for k, v in flag_counts.items())
+                  + " (see cai/quality.py for what each means)."]
+    lines += calibration_lines(info)
     lines += ["", "### Categories", "", "| category | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(cats.items())]
     lines += ["", "Columns TRL reads: " + ("`messages`." if stats["format"] == "sft" else "`prompt`, `chosen`, `rejected`."),
               "The other columns record where each row came from (`constitution`, `constitution_sha256`: the run's "
               "constitution)."]
     return "\n".join(lines) + "\n"
+
+
+def calibration_lines(info: dict) -> list[str]:
+    """The judge's calibration as a card section: every card made from judged data carries it."""
+    cal = info.get("judge_calibration")
+    if not cal:
+        return []
+    if cal.get("skipped"):
+        return ["", "### Judge calibration", "", "Not measured (`--calibration none`): nothing is known about how far "
+                "the judge's labels agree with people."]
+    out = ["", "### Judge calibration", "",
+           f"Measured before judging, with the judge's own settings, on `{cal.get('source')}` "
+           f"(sha256 `{str(cal.get('sha256', '?'))[:16]}`, n={cal.get('n')}).", "",
+           "| | value |", "|---|---|",
+           f"| agreement with the labels (ties half) | {_f(cal.get('agreement'))} |",
+           f"| position consistency | {_f(cal.get('position_consistency'))} |",
+           f"| longer response wins (decided pairs) | {_f(cal.get('longer_wins'))} |"]
+    easy = cal.get("easy")
+    if easy:
+        out.append(f"| agreement on the easy clear-cut tier (n={easy.get('n')}) | {_f(easy.get('agreement'))} |")
+    if cal.get("below_floor"):
+        out += ["", f"**The judge was below the floor** (agreement {_f(cal.get('agreement'))} < min_agreement "
+                f"{_f(cal.get('min_agreement'))}): its labels are close to chance, and so is this data's preference signal."]
+    return out
+
+
+def _f(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

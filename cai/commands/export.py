@@ -11,14 +11,19 @@ import click
 @click.option("--to", "to", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="File (jsonl, parquet) or folder (hf).")
 @click.option("--all-rounds", is_flag=True, help="SFT: one row per revision round, not only the final one.")
-def export(run_dir, fmt, to, out, all_rounds) -> None:
+@click.option("--keep-flagged", is_flag=True, help="Keep rows whose final (SFT) or chosen (DPO) answer the quality checks flagged.")
+@click.option("--filter", "filter_", type=click.Choice(["none", "judged"]), default="none", show_default=True,
+              help="SFT: `judged` keeps only rows whose final revision the judge preferred over the initial answer.")
+def export(run_dir, fmt, to, out, all_rounds, keep_flagged, filter_) -> None:
     """Export a run folder as SFT or DPO data."""
     from cai.export import export as do_export
 
     from pathlib import Path
 
-    stats = do_export(run_dir, fmt, to, out, all_rounds=all_rounds)
+    stats = do_export(run_dir, fmt, to, out, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter_)
     click.echo(f"export: {stats['rows']} {fmt} rows -> {stats['path']} (sha256 {stats['sha256'][:16]}…)")
+    for line in stats["left_out"].lines():
+        click.echo(f"  {line}")
     card = Path(stats["card"])
     if card.name == "README.md":
         click.echo(f"dataset card: {card}")

@@ -14,6 +14,9 @@ from cai.commands.options import echo_lines, engine_options
 @click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default=None, help="What a bad input row does [default: fail].")
 @click.option("--model", default=None, help="Model name or local folder [default: smollm2-135m].")
 @engine_options
+@click.option("--reviser-model", default=None, help="Model that writes the critiques and revisions (a stronger critic) [default: --model].")
+@click.option("--reviser-backend", type=click.Choice(["vllm", "hf", "openai"]), default=None, help="Engine of the reviser [default: the policy's].")
+@click.option("--reviser-base-url", default=None, help="openai reviser: server URL(s), comma-separated.")
 @click.option("--rounds", type=click.IntRange(0), default=None, help="Critique → revision rounds [default: 2].")
 @click.option("--samples", type=click.IntRange(1), default=None, help="Answers per prompt, in one request [default: 1].")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N prompts.")

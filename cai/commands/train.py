@@ -43,6 +43,7 @@ def common_options(f):
         click.option("--grad-accum", type=click.IntRange(1), default=None, help="Gradient accumulation steps."),
         click.option("--max-length", type=click.IntRange(8), default=None, help="Token limit of a training sequence."),
         click.option("--save-steps", type=click.IntRange(1), default=None, help="Checkpoint every N steps."),
+        click.option("--keep-flagged", "keep_flagged", is_flag=True, default=None, help="From a run folder: keep rows the quality checks flagged [default: left out]."),
         click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None, help="Which bundled recipe is the base [default: gpu where CUDA is available]."),
         click.option("--set", "set_", multiple=True, metavar="KEY=VALUE", help="Any TRL config field or cai: setting, e.g. --set warmup_steps=10 (repeatable)."),
     ]

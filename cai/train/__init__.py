@@ -30,7 +30,10 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
     recipe = load_recipe(stage, config, overrides, device=device)
     mod = importlib.import_module(f"cai.train.{stage}")
     model_dir = resolve(model, merge_adapters=False)
-    raw, info = common.read_data(data, mod.DATA, fallback=getattr(mod, "FALLBACK", None))
+    raw, info = common.read_data(data, mod.DATA, fallback=getattr(mod, "FALLBACK", None),
+                                 keep_flagged=recipe.cai.keep_flagged, filter=recipe.cai.filter)
+    for line in info.left_out:
+        log(f"data: {line}")
     rows = mod.rows(raw, f"--data {data}")
     if not rows:
         raise UsageError(f"--data {data}: no rows to train on")

@@ -62,17 +62,22 @@ class CaiOptions(BaseModel):
     judge_backend: str = Field("hf", description="rl: engine of the judge; hf runs it in the training process.")
     judge_base_url: str | None = Field(None, description="rl: server URL(s) for judge_backend openai.")
     judge_ensemble: int = Field(1, ge=1, description="rl: comparison questions averaged per completion.")
+    keep_flagged: bool = Field(False, description="From a run folder: keep rows whose answer the quality checks "
+                               "flagged (left out by default, as `cai export` does).")
+    filter: Literal["none", "judged"] = Field("none", description="sft from a judged run folder: `judged` keeps only "
+                                              "rows whose final revision the judge preferred (rejection-sampled SFT).")
     constitution: str | None = Field(
         None, description="rl: the constitution whose comparisons the judge asks; default: the run's own "
         "(run.yaml snapshot) for a run folder, else the one the data's provenance columns name, else `default`.")
 
 
 CAI_KEYS = frozenset(CaiOptions.model_fields)
-_SHARED = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "full_learning_rate", "merge", "save_dtype")
+_SHARED = ("lora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "full_learning_rate", "merge", "save_dtype",
+           "keep_flagged")
 # The cai settings each stage reads; the others are accepted (one recipe may serve several stages)
 # but left out of the stage's recorded recipe.
 STAGE_KEYS = {
-    "sft": _SHARED,
+    "sft": _SHARED + ("filter",),
     "dpo": _SHARED + ("ref_model",),
     "reward": _SHARED + ("eval_fraction",),
     "rl": _SHARED + ("algorithm", "reward", "reward_model", "judge_model", "judge_backend", "judge_base_url",
@@ -224,6 +229,8 @@ class DataInfo:
     rows: int
     constitution_name: str | None = None
     constitution_sha256: str | None = None
+    left_out: list[str] = field(default_factory=list)  # what the export from a run folder left out, and why
+    judge_calibration: dict | None = None
 
 
 def _sha256_file(path: Path) -> str:
@@ -244,16 +251,20 @@ def constitution_of(rows: list[dict]) -> tuple[str | None, str | None]:
     return ", ".join(n for n, _ in pairs), ", ".join(h for _, h in pairs)
 
 
-def read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Literal["sft"] | None = None
-              ) -> tuple[list[dict], DataInfo]:
-    rows, info = _read_data(data, fmt, fallback=fallback)
+def read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Literal["sft"] | None = None,
+              keep_flagged: bool = False, filter: str = "none") -> tuple[list[dict], DataInfo]:
+    rows, info = _read_data(data, fmt, fallback=fallback, keep_flagged=keep_flagged, filter=filter)
     if info.constitution_sha256 is None:  # an exported file or datasets folder: its provenance columns say
         info.constitution_name, info.constitution_sha256 = constitution_of(rows)
+    if info.judge_calibration is None:
+        agreements = {r["judge_agreement"] for r in rows if isinstance(r.get("judge_agreement"), (int, float))}
+        if len(agreements) == 1:
+            info.judge_calibration = {"agreement": agreements.pop(), "source": "the data's judge_agreement column"}
     return rows, info
 
 
-def _read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Literal["sft"] | None = None
-               ) -> tuple[list[dict], DataInfo]:
+def _read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Literal["sft"] | None = None,
+               keep_flagged: bool = False, filter: str = "none") -> tuple[list[dict], DataInfo]:
     """Rows of a jsonl/json/parquet file, a `datasets` folder, or a run folder (exported as `fmt`,
     else as `fallback` when the run has no preferences yet).
 
@@ -266,11 +277,16 @@ def _read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Litera
         from cai.records import RunFolder
 
         run = RunFolder(p)
+        from cai.export import LeftOut
+
         if fallback and fmt == "dpo" and not run.preferences.exists():
             fmt = fallback
-        rows = build_rows(p, fmt)
-        info = DataInfo(str(p), "run folder", rows_sha256(rows), len(rows))
+        left = LeftOut()
+        rows = build_rows(p, fmt, keep_flagged=keep_flagged, filter=filter if fmt == "sft" else "none", left_out=left)
+        info = DataInfo(str(p), "run folder", rows_sha256(rows), len(rows), left_out=left.lines())
         meta = run.info()
+        if fmt == "dpo" or filter == "judged":
+            info.judge_calibration = meta.get("judge_calibration")
         info.constitution_name = meta.get("constitution_name")
         info.constitution_sha256 = meta.get("constitution_sha256")
         return rows, info
@@ -568,6 +584,10 @@ def _reward_source(cai: CaiOptions, metrics: dict) -> str:
     return f"reward model `{cai.reward_model}`"
 
 
+def _num(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
+
+
 def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: DataInfo, recipe: Recipe,
                metrics: dict, trainer_name: str) -> Path:
     from cai.records import code_version
@@ -603,6 +623,7 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
         f"| data | `{data.path}` ({data.kind}, {data.rows} rows: {rows}) |",
         f"| data sha256 | `{data.sha256}` |",
         f"| constitution | {constitution} |",
+        f"| left out of the data | {'; '.join(data.left_out) or 'nothing'} |",
         f"| method | {method} |",
         f"| weights saved | {metrics.get('saved', '?')}, {cai.save_dtype} |",
     ]
@@ -611,6 +632,12 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
                      "(share where score(chosen) > score(rejected)) |")
     if stage == "rl":
         lines.append(f"| reward | {_reward_source(cai, metrics)} |")
+    cal = data.judge_calibration
+    if cal:
+        below = " (**below the floor**: the labels are close to chance)" if cal.get("below_floor") else ""
+        lines.append(f"| judge calibration | agreement {_num(cal.get('agreement'))}, position consistency "
+                     f"{_num(cal.get('position_consistency'))}, longer wins {_num(cal.get('longer_wins'))}, "
+                     f"n={cal.get('n', '?')} on {cal.get('source', '?')}{below} |")
     lines += [
         f"| code version | {code_version()} |",
         "",
