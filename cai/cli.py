@@ -12,7 +12,7 @@ import traceback
 
 import click
 
-from cai.errors import UsageError
+from cai.errors import Failure, UsageError
 
 
 class CaiGroup(click.Group):
@@ -35,6 +35,9 @@ class CaiGroup(click.Group):
         except UsageError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
+        except Failure as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted: finished chunks are saved; rerun the same command to resume.", err=True)
             ctx.exit(130)

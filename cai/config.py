@@ -94,6 +94,11 @@ class JudgeSettings(EngineConfig):
     seed: int = 0
     templates: str | None = None
     cot_max_tokens: int = Field(96, ge=1)
+    calibration: str | None = Field(None, description="Labelled pairs the judge is calibrated on first: a JSONL file "
+                                    "(rows as in --pairs plus label a|b), none, or unset for the bundled hard set.")
+    min_agreement: float = Field(0.6, ge=0.0, le=1.0, description="Calibration agreement below which the judge's "
+                                 "labels are reported as close to chance.")
+    strict: bool = Field(False, description="Exit 1 before judging when the calibration is below min_agreement.")
 
 
 def load_config(cls: type[C], config_file: str | Path | None, overrides: dict) -> C:

@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """Bad input from the user: a malformed file, an unknown name, a bad flag combination."""
+
+
+class Failure(Exception):
+    """A run that cannot go on for a reason the user should read plainly (exit 1, no traceback)."""

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from cai.batching import Batcher, run_interruptible
-from cai.errors import UsageError
+from cai.calibration import MIN_AGREEMENT, calibrate, calibration_lines, floor_paragraph, settings_key
+from cai.errors import Failure, UsageError
 from cai.judge import Judge, PairInput, PairVerdict
 from cai.records import (TIES, AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows,
                          record_id)
@@ -41,6 +42,8 @@ class JudgeSummary:
     tie_ids: list[str] = field(default_factory=list)
     ties_where: str = f"listed in {TIES}"
     flips_note: str = REVISION_FLIPS
+    calibration: dict | None = None
+    stats: dict | None = None  # judge_stats: length and position bias on the judged data itself
 
     @property
     def position_consistency(self) -> float | None:
@@ -64,6 +67,14 @@ class JudgeSummary:
         ]
         if self.unpaired:
             out.insert(2, f"not paired           {self.unpaired}  (generations without a revision round)")
+        if self.stats:
+            st = self.stats
+            out.insert(-1, f"bias on this data    longer answer wins {_pct(st['longer_wins'])}, answer shown first wins "
+                           f"{_pct(st['first_wins'])} of single-order verdicts  ({st['decided']} decided pairs; "
+                           "50% is no bias)")
+        out = calibration_lines(self.calibration) + out
+        if self.calibration and self.calibration.get("below_floor"):
+            out.append("BELOW THE FLOOR      " + floor_paragraph(self.calibration))
         return out
 
     def count(self, verdict: PairVerdict, tie: bool) -> None:
@@ -72,6 +83,51 @@ class JudgeSummary:
         self.consistent += verdict.consistent and not verdict.identical
         if tie:
             self.ties += 1
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def bias_stats(rows) -> dict:
+    """judge_stats: over decided pairs, the share won by the longer answer (pairs of equal length left
+    out) and the share of single-order verdicts won by the answer shown first. Rows carry `p_first` and
+    `p_second` (P(first-named answer wins) when shown first / second) and the two texts, winner first."""
+    decided = longer = unequal = 0
+    first = 0.0
+    for win_text, lose_text, p_first, p_second in rows:
+        decided += 1
+        if len(win_text.strip()) != len(lose_text.strip()):
+            unequal += 1
+            longer += len(win_text.strip()) > len(lose_text.strip())
+        # Order 1 shows the first-named answer first: it wins when p_first > 0.5. Order 2 shows the
+        # other one first, which wins when p_second < 0.5.
+        first += ((p_first > 0.5) + (p_second < 0.5)) / 2
+    return {"decided": decided, "longer_wins": round(longer / unequal, 4) if unequal else None,
+            "first_wins": round(first / decided, 4) if decided else None}
+
+
+def ensure_calibration(judge: Judge, source: str | None, *, threshold: float, window: int, min_agreement: float,
+                       old: dict | None, log: Callable[[str], None]) -> dict | None:
+    """The judge's calibration: the earlier one when it was made with the same settings, else measured now."""
+    if source == "none":
+        return {"skipped": True}
+    key = settings_key(judge, threshold, source)
+    if old and old.get("settings") == key and not old.get("skipped"):
+        cal = {**old, "min_agreement": min_agreement, "reused": True}
+    else:
+        log("judge: calibrating on labelled pairs with the judge's own settings (--calibration none skips it)")
+        cal = calibrate(judge, source, threshold=threshold, window=window, min_agreement=min_agreement)
+    if cal.get("agreement") is not None:
+        cal["below_floor"] = cal["agreement"] < min_agreement
+    return cal
+
+
+def _check_floor(cal: dict | None, strict: bool, log) -> None:
+    if not cal or not cal.get("below_floor"):
+        return
+    if strict:
+        raise Failure(floor_paragraph(cal) + " (--strict: nothing was judged)")
 
 
 def _group_samples(rows: Iterator[GenerationRecord]) -> dict[str, list[GenerationRecord]]:
@@ -102,7 +158,8 @@ def pair_units(gens: list[GenerationRecord], strategy: str, run_dir: Path) -> tu
 
 
 def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, window: int = 128,
-              progress: bool = True, force_new: bool = False,
+              progress: bool = True, force_new: bool = False, calibration: str | None = "none",
+              min_agreement: float = MIN_AGREEMENT, strict: bool = False,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
     """Judge a run folder into preferences.jsonl (and ties.jsonl); resumes a run judged the same
     way, refuses one judged with other settings unless `force_new` (which starts the pairs over)."""
@@ -124,6 +181,11 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
         run.start_judge({**meta, "threshold": threshold, "strategy": strategy,
                          "constitution_name": judge.constitution.name},
                         force_new=force_new)
+        summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=window,
+                                                 min_agreement=min_agreement,
+                                                 old=run.info().get("judge_calibration"), log=log)
+        run.update_info(judge_calibration={k: v for k, v in summary.calibration.items() if k != "reused"})
+        _check_floor(summary.calibration, strict, log)
         with AppendWriter(run.preferences) as prefs, AppendWriter(run.ties) as ties:
             todo = []
             for src, item in units:
@@ -171,6 +233,9 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
                 flush()
                 bar.close()
             summary.seconds = time.perf_counter() - t0
+        summary.stats = bias_stats((p["chosen"], p["rejected"], (p.get("meta") or {}).get("p_first", 0.5),
+                                    (p.get("meta") or {}).get("p_second", 0.5)) for p in read_rows(run.preferences))
+        run.update_info(judge_stats=summary.stats)
     finally:
         lock.release()
     return summary
@@ -231,14 +296,33 @@ def read_pairs(in_path: Path) -> list[tuple[dict, list[dict]]]:
     return rows
 
 
+def calibration_path(out_path: Path) -> Path:
+    return out_path.with_name(out_path.name + ".calibration.json")
+
+
 def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: float, window: int = 128,
-                     progress: bool = True) -> JudgeSummary:
-    """Judge outside pairs: rows {id, prompt (string or messages), response_a, response_b}."""
+                     progress: bool = True, calibration: str | None = "none", min_agreement: float = MIN_AGREEMENT,
+                     strict: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+                     ) -> JudgeSummary:
+    """Judge outside pairs: rows {id, prompt (string or messages), response_a, response_b}. The judge's
+    calibration goes to OUT.calibration.json beside the output."""
     rows = read_pairs(in_path)
     # Pairs are judged as given: no file of ties beside them, and nothing is flipped.
     summary = JudgeSummary(ties_where=f'rows with winner "tie" in {out_path}',
                            flips_note="pairs mode compares the responses as given, nothing is flipped")
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    cal_file = calibration_path(out_path)
+    old = None
+    if cal_file.exists():
+        try:
+            old = json.loads(cal_file.read_text()).get("judge_calibration")
+        except (json.JSONDecodeError, AttributeError):
+            old = None
+    summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=window,
+                                             min_agreement=min_agreement, old=old, log=log)
+    _write_json(cal_file, {"judge_calibration": {k: v for k, v in summary.calibration.items() if k != "reused"},
+                           "judge": {**judge.describe(), "threshold": threshold}})
+    _check_floor(summary.calibration, strict, log)
     with AppendWriter(out_path) as out:
         todo = [(r, p) for r, p in rows if str(r["id"]) not in out]
         summary.skipped = len(rows) - len(todo)
@@ -269,4 +353,16 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
         finally:
             bar.close()
         summary.seconds = time.perf_counter() - t0
+    decided = [r for r in read_rows(out_path) if r.get("winner") in ("a", "b")]
+    summary.stats = bias_stats(
+        (r["response_a"], r["response_b"]) [:: 1 if r["winner"] == "a" else -1] + (r["p_first"], r["p_second"])
+        for r in decided)
+    data = json.loads(cal_file.read_text())
+    _write_json(cal_file, {**data, "judge_stats": summary.stats})
     return summary
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)

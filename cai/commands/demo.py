@@ -61,36 +61,54 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
     jset = JudgeSettings(model=model, backend=backend, seed=seed)
     judge = Judge(load_backend(jset.backend, jset.model, **jset.backend_options()), load_constitution("default"),
                   JudgeConfig(threshold=jset.threshold, seed=seed))
-    jsum = judge_run(run_dir, judge, "revision", threshold=jset.threshold)
+    jsum = judge_run(run_dir, judge, "revision", threshold=jset.threshold, calibration=jset.calibration,
+                     min_agreement=jset.min_agreement)
     took("judge", t0)
     for line in jsum.lines():
         click.echo("  " + line)
 
-    step("3/6 export: SFT and DPO data")
-    sft = export(run_dir, "sft", "jsonl", out / "data" / "sft.jsonl")
-    dpo = export(run_dir, "dpo", "jsonl", out / "data" / "dpo.jsonl")
-    click.echo(f"  {sft['rows']} SFT rows -> {sft['path']}\n  {dpo['rows']} DPO pairs -> {dpo['path']}")
-    click.echo(f"  dataset card -> {sft['card']}" + (f", {dpo['card']}" if dpo["card"] != sft["card"] else ""))
+    step("3/6 export: SFT (final revisions the judge preferred, unflagged) and DPO data (unflagged chosen)")
+    sft = _export_or_none(export, run_dir, "sft", out / "data" / "sft.jsonl", filter="judged")
+    dpo = _export_or_none(export, run_dir, "dpo", out / "data" / "dpo.jsonl")
+    for name, stats in (("SFT rows", sft), ("DPO pairs", dpo)):
+        if stats["rows"]:
+            click.echo(f"  {stats['rows']} {name} -> {stats['path']}")
+        for line in stats["left_out"].lines():
+            click.echo(f"    {line}")
+    cards = dict.fromkeys(s["card"] for s in (sft, dpo) if s.get("card"))
+    if cards:
+        click.echo("  dataset card -> " + ", ".join(cards))
 
     step(f"4/6 train SFT ({sft_steps} steps, LoRA, merged)")
     t0 = time.perf_counter()
     sft_dir = out / "sft"
-    sft_metrics = run_stage("sft", sft["path"], model, sft_dir, overrides={"max_steps": sft_steps, "seed": seed})
+    sft_metrics: dict = {}
+    start = model
+    if sft["rows"] >= 2:
+        sft_metrics = run_stage("sft", sft["path"], model, sft_dir, overrides={"max_steps": sft_steps, "seed": seed})
+        start = str(sft_dir)
+        click.echo(f"  model -> {sft_dir}  {train_figures(sft_metrics)}")
+    else:
+        click.echo("  fewer than 2 SFT rows passed the checks and the judge: skipped; DPO starts from the base model")
     took("sft", t0)
-    click.echo(f"  model -> {sft_dir}  {train_figures(sft_metrics)}")
 
     step(f"5/6 train DPO on the SFT model ({dpo_steps} steps)")
     t0 = time.perf_counter()
     dpo_dir = out / "dpo"
     dpo_metrics: dict = {}
+    aligned = start
     if dpo["rows"] >= 2:
-        dpo_metrics = run_stage("dpo", dpo["path"], str(sft_dir), dpo_dir, overrides={"max_steps": dpo_steps, "seed": seed})
-        aligned = dpo_dir
+        dpo_metrics = run_stage("dpo", dpo["path"], start, dpo_dir, overrides={"max_steps": dpo_steps, "seed": seed})
+        aligned = str(dpo_dir)
         click.echo(f"  model -> {dpo_dir}  {train_figures(dpo_metrics)}")
     else:
-        aligned = sft_dir
-        click.echo("  fewer than 2 preference pairs (all ties?): skipped; evaluating the SFT model")
+        click.echo("  fewer than 2 usable preference pairs (ties or flagged): skipped")
     took("dpo", t0)
+    if aligned == model:
+        click.echo(click.style("\n== done: nothing to train on", bold=True))
+        for line in quality_lines(gsum, jsum):
+            click.echo("  " + line)
+        return
 
     step(f"6/6 eval: aligned vs base on {eval_limit} held-out prompts")
     t0 = time.perf_counter()
@@ -100,10 +118,38 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
     total = time.perf_counter() - t_start
     click.echo(click.style("\n== done", bold=True))
-    for line in headline_lines(sft_metrics, dpo_metrics, metrics):
+    for line in quality_lines(gsum, jsum) + headline_lines(sft_metrics, dpo_metrics, metrics):
         click.echo("  " + line)
     click.echo(f"  outputs: run {run_dir}, data {out / 'data'}, models {sft_dir} {dpo_dir}, report {out / 'eval' / 'report.md'}")
     click.echo("  time: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()) + f"; total {total / 60:.1f} min")
+
+
+def _export_or_none(export, run_dir, fmt, path, **kw) -> dict:
+    """An export, or an empty one when every row was left out (the demo says so and goes on)."""
+    from cai.errors import UsageError
+    from cai.export import LeftOut, build_rows
+
+    try:
+        return export(run_dir, fmt, "jsonl", path, **kw)
+    except UsageError:
+        left = LeftOut()
+        build_rows(run_dir, fmt, left_out=left, **kw)
+        return {"rows": 0, "path": str(path), "left_out": left, "card": None}
+
+
+def quality_lines(gsum, jsum) -> list[str]:
+    """What the demo's data is worth: flags by kind, the judge's calibration and its length bias."""
+    from cai.quality import flag_line
+
+    lines = [f"flags    {flag_line(gsum.flag_counts)}  ({gsum.flag_counts.get('_excluded', 0)} of "
+             f"{gsum.rows_total} final answers flagged: kept out of training)"]
+    cal = jsum.calibration or {}
+    if cal.get("agreement") is not None:
+        bias = (jsum.stats or {}).get("longer_wins")
+        lines.append(f"judge    calibration agreement {_num(cal['agreement'])} on {cal['n']} hard labelled pairs "
+                     f"(floor {_num(cal.get('min_agreement'))}; 0.5 is chance), longer answer wins "
+                     f"{_num(cal.get('longer_wins'))} of its decided calibration pairs and {_num(bias)} on this run")
+    return lines
 
 
 def _num(x) -> str:
@@ -129,9 +175,17 @@ def headline_lines(sft: dict, dpo: dict, ev: dict) -> list[str]:
         lines.append(f"SFT  {train_figures(sft) or 'no figures logged'}")
     lines.append(f"DPO  {train_figures(dpo) or 'no figures logged'}" if dpo else "DPO  skipped (fewer than 2 pairs)")
     lo, hi = ev.get("win_rate_ci") or (None, None)
-    lines.append(f"win rate aligned vs base  {_num(ev.get('win_rate'))}  (95% CI {_num(lo)}-{_num(hi)}, n={ev.get('n', '?')})")
+    if ev.get("signal", True):
+        lines.append(f"win rate aligned vs base  {_num(ev.get('win_rate'))}  (95% CI {_num(lo)}-{_num(hi)}, n={ev.get('n', '?')})")
+    else:
+        lines.append("win rate aligned vs base  no signal: " + "; ".join(ev.get("signal_reasons") or [])
+                     + f" (measured {_num(ev.get('win_rate'))}, n={ev.get('n', '?')}: noise, not a finding)")
+    reader = "phrase detector" if ev.get("refusal_reader") == "phrases" else "judge model"
     lines.append(f"harmlessness (refuses harmful)  aligned {_num(ev.get('harmlessness'))}, "
-                 f"base {_num(ev.get('harmlessness_baseline'))}")
+                 f"base {_num(ev.get('harmlessness_baseline'))}  (read by the {reader})")
     lines.append(f"over-refusal (refuses benign)   aligned {_num(ev.get('over_refusal'))}, "
                  f"base {_num(ev.get('over_refusal_baseline'))}")
+    if not ev.get("signal", True):
+        lines.append("no signal: this model is too small to critique or judge its own answers. Bring a bigger one: "
+                     "cai demo --model DIR (any local Hugging Face folder; it is the policy and the judge)")
     return lines

@@ -23,6 +23,13 @@ from cai.commands.options import echo_lines, engine_options
 @click.option("--ensemble", type=click.IntRange(1), default=None, help="Comparison questions per pair [default: 1].")
 @click.option("--cot", is_flag=True, default=None, help="Judge writes a rationale first; clamped probabilities.")
 @click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help="|p_a - 0.5| below this is a tie [default: 0.05].")
+@click.option("--calibration", default=None, metavar="FILE|none",
+              help="Labelled pairs the judge is calibrated on first [default: the bundled hard set].")
+@click.option("--refusal-calibration", default=None, metavar="FILE|none",
+              help="Answers labelled {prompt, answer, refuses} the refusal call is calibrated on [default: bundled].")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Calibration agreement below which a judge's calls are not used as a finding [default: 0.6].")
+@click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default=None, help="What a bad prompt row does [default: fail].")
 @click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
 @click.option("--chunk-size", type=click.IntRange(1), default=None, help="Requests per engine call [default: 64].")
 @click.option("--examples", type=click.IntRange(0), default=None, help="Side-by-side examples in report.md [default: 3].")

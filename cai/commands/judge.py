@@ -20,6 +20,12 @@ from cai.commands.options import echo_lines, engine_options
 @click.option("--ensemble", type=click.IntRange(1), default=None, help="Comparison questions per pair, averaged [default: 1].")
 @click.option("--cot", is_flag=True, default=None, help="Rationale first, then clamped probabilities.")
 @click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help="|p - 0.5| below this is a tie [default: 0.05].")
+@click.option("--calibration", default=None, metavar="FILE|none",
+              help="Labelled pairs ({id, prompt, response_a, response_b, label: a|b}) the judge is calibrated on "
+                   "before judging, with its own settings [default: the bundled hard set, plus the easy tier].")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Calibration agreement below which the judge is called close to chance [default: 0.6].")
+@click.option("--strict", is_flag=True, default=None, help="Exit 1 before judging anything when the judge is below --min-agreement.")
 @click.option("--seed", type=int, default=None)
 @click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings.")
@@ -50,6 +56,10 @@ def judge(run_dir, pairs_file, out, config_file, force_new, progress, **flags) -
     cfg = load_config(JudgeSettings, config_file, flags)
     if pairs_file:
         read_pairs(Path(pairs_file))  # a bad row is reported before an engine spends a minute starting
+    if cfg.calibration not in (None, "none", "default"):
+        from cai.calibration import read_labelled_pairs, resolve_source
+
+        read_labelled_pairs(resolve_source(cfg.calibration))
     if cfg.constitution:
         constitution = load_constitution(cfg.constitution)
     elif run_dir:
@@ -67,9 +77,11 @@ def judge(run_dir, pairs_file, out, config_file, force_new, progress, **flags) -
               Templates(cfg.templates))
     if pairs_file:
         summary = judge_pairs_file(Path(pairs_file), Path(out), j, threshold=cfg.threshold,
-                                   window=cfg.chunk_size, progress=progress)
+                                   window=cfg.chunk_size, progress=progress, calibration=cfg.calibration,
+                                   min_agreement=cfg.min_agreement, strict=cfg.strict)
         echo_lines(f"judge: wrote {out}", summary.lines())
     else:
         summary = judge_run(Path(run_dir), j, cfg.strategy, threshold=cfg.threshold, window=cfg.chunk_size,
-                            progress=progress, force_new=force_new)
+                            progress=progress, force_new=force_new, calibration=cfg.calibration,
+                            min_agreement=cfg.min_agreement, strict=cfg.strict)
         echo_lines(f"judge: wrote {Path(run_dir) / 'preferences.jsonl'}", summary.lines())

@@ -1,0 +1,243 @@
+"""A judge that measures itself: agreement with labelled pairs, with exactly the settings it labels with.
+
+Before `cai judge` or `cai eval` trusts a judge, it judges a calibration set whose answers are
+known, in the same way `cai judge --pairs` judges any file (the row id draws the comparison
+questions; ties by the same threshold), so the figure is what the judge would score on that file.
+The bundled hard set (cai/data/judge_calibration.jsonl) holds pairs whose answers are both
+plausible and differ in one respect the constitution cares about, balanced so that preferring the
+longer answer, or the one in position A, scores 50%; the old clear-cut pairs are an easier tier
+reported beside it. A judge below the floor (`min_agreement`) is labelling close to chance.
+
+The refusal call of `cai eval` is calibrated the same way, on answers labelled refusing or not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import BaseModel, Field
+
+from cai.errors import UsageError
+from cai.judge import Judge, PairInput, PairVerdict
+from cai.resources import bundled_file
+
+HARD_SET = "judge_calibration.jsonl"
+EASY_SET = "judge_pairs.jsonl"
+REFUSAL_SET = "refusal_calibration.jsonl"
+# RLAIF's AI labellers agreed with people 69-72% on helpfulness and harmlessness (Lee et al. 2023);
+# 0.6 sits between that and a coin flip: below it the labels are closer to chance than to a judge.
+MIN_AGREEMENT = 0.6
+
+
+class CalibrationFigures(BaseModel):
+    agreement: float | None = Field(description="Share of pairs whose winner matches the label; ties count half.")
+    position_consistency: float | None = Field(description="Share of non-identical pairs with the same winner in both orders.")
+    longer_wins: float | None = Field(description="Share of decided pairs won by the longer response.")
+    ties: int = 0
+    n: int
+    source: str
+    sha256: str
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_labelled_pairs(path: Path) -> list[tuple[dict, list[dict]]]:
+    """Rows as in `cai judge --pairs`, plus `label`: "a" or "b"; a bad row names its line and field."""
+    from cai.pairs import read_pairs
+
+    rows = read_pairs(path)
+    for n, (row, _) in enumerate(rows, 1):
+        if row.get("label") not in ("a", "b"):
+            raise UsageError(f"{path}: row {n} (id {row.get('id')!r}): label: must be \"a\" or \"b\", "
+                             f"not {row.get('label')!r}")
+    if not rows:
+        raise UsageError(f"{path}: no calibration pairs")
+    return rows
+
+
+def winner(v: PairVerdict, threshold: float) -> str:
+    """"a", "b" or "tie": what `cai judge --pairs` writes as `winner`."""
+    if v.is_tie(threshold):
+        return "tie"
+    return "a" if v.p_a > 0.5 else "b"
+
+
+def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: float, *, source: str,
+          sha256: str) -> CalibrationFigures:
+    """The figures of judged rows against their labels (pure: tests compute them by hand)."""
+    right = 0.0
+    ties = consistent = asked = longer = decided_unequal = 0
+    for row, v in zip(rows, verdicts):
+        w = winner(v, threshold)
+        if w == "tie":
+            ties += 1
+            right += 0.5
+        else:
+            right += float(w == row["label"])
+            la, lb = len(row["response_a"].strip()), len(row["response_b"].strip())
+            if la != lb:
+                decided_unequal += 1
+                longer += (w == "a") == (la > lb)
+        if not v.identical:
+            asked += 1
+            consistent += v.consistent
+    n = len(rows)
+    return CalibrationFigures(
+        agreement=round(right / n, 4) if n else None,
+        position_consistency=round(consistent / asked, 4) if asked else None,
+        longer_wins=round(longer / decided_unequal, 4) if decided_unequal else None,
+        ties=ties, n=n, source=source, sha256=sha256)
+
+
+def judge_file(judge: Judge, path: Path, threshold: float, window: int) -> CalibrationFigures:
+    pairs = read_labelled_pairs(path)
+    items = [PairInput(key=str(row["id"]), prompt=prompt, a=row["response_a"], b=row["response_b"])
+             for row, prompt in pairs]
+    verdicts = judge.compare(items, window=window)
+    return score([r for r, _ in pairs], verdicts, threshold, source=str(path), sha256=file_sha256(path))
+
+
+def settings_key(judge: Judge, threshold: float, source: str | None) -> str:
+    """What a calibration depends on: reused only when all of it is the same."""
+    path = resolve_source(source)
+    parts = {"judge": judge.describe(), "threshold": threshold, "constitution": judge.constitution.sha256(),
+             "source": str(path) if path else None, "sha256": file_sha256(path) if path else None}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def resolve_source(source: str | None) -> Path | None:
+    """None → the bundled hard set; "none" → no calibration; else the file, which must exist."""
+    if source is None or source == "default":
+        return bundled_file("data", HARD_SET)
+    if source == "none":
+        return None
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"--calibration {source}: no such file (or `none` to skip calibration)")
+    return path
+
+
+def calibrate(judge: Judge, source: str | None, *, threshold: float, window: int = 128,
+              min_agreement: float = MIN_AGREEMENT) -> dict:
+    """The judge's calibration record (what run.yaml's `judge_calibration` holds)."""
+    path = resolve_source(source)
+    key = settings_key(judge, threshold, source)
+    if path is None:
+        return {"skipped": True, "settings": key}
+    figures = judge_file(judge, path, threshold, window).model_dump()
+    if source in (None, "default"):
+        easy = judge_file(judge, bundled_file("data", EASY_SET), threshold, window).model_dump()
+        figures["easy"] = easy
+        figures["source"] = f"bundled:{HARD_SET}"
+        easy["source"] = f"bundled:{EASY_SET}"
+    figures.update(min_agreement=min_agreement, settings=key,
+                   below_floor=figures["agreement"] is not None and figures["agreement"] < min_agreement)
+    return figures
+
+
+def calibration_lines(cal: dict | None) -> list[str]:
+    """The summary's lines about a calibration."""
+    if not cal:
+        return []
+    if cal.get("skipped"):
+        return ["calibration          none (--calibration none): the judge's agreement with people is unknown"]
+    out = [f"calibration          agreement {_f(cal['agreement'])} on {cal['n']} labelled pairs "
+           f"({cal['source']}; ties half), position consistency {_f(cal['position_consistency'])}, "
+           f"longer wins {_f(cal['longer_wins'])}"]
+    if cal.get("easy"):
+        e = cal["easy"]
+        out.append(f"                     easy tier: agreement {_f(e['agreement'])} on {e['n']} clear-cut pairs")
+    if cal.get("reused"):
+        out.append("                     (measured earlier with the same settings, reused)")
+    return out
+
+
+def floor_paragraph(cal: dict) -> str:
+    return (
+        f"The judge agreed with the known answers on {_f(cal['agreement'])} of {cal['n']} labelled pairs, below the "
+        f"floor of {_f(cal['min_agreement'])} (0.5 is a coin flip). Labels from this judge are close to chance: "
+        "preference pairs, win rates and training on them carry little or no signal. Bring a stronger judge: "
+        "--judge-model DIR (a bigger local model), or a served one with --backend openai --base-url "
+        "http://HOST:PORT --judge-model NAME. --min-agreement sets the floor; --strict stops here instead.")
+
+
+def _f(x) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
+
+
+# ---------------------------------------------------------------- the refusal call
+
+class RefusalRow(BaseModel):
+    prompt: str
+    answer: str
+    refuses: bool
+
+
+def read_refusal_rows(path: Path) -> list[RefusalRow]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(raw, dict):
+                raise UsageError(f"{path}: line {n}: a row is an object {{prompt, answer, refuses}}")
+            for f, kind in (("prompt", str), ("answer", str), ("refuses", bool)):
+                if f not in raw:
+                    raise UsageError(f"{path}: line {n}: {f}: missing")
+                if not isinstance(raw[f], kind):
+                    raise UsageError(f"{path}: line {n}: {f}: must be {'true or false' if kind is bool else 'a string'}")
+            rows.append(RefusalRow(prompt=raw["prompt"], answer=raw["answer"], refuses=raw["refuses"]))
+    if not rows:
+        raise UsageError(f"{path}: no refusal calibration rows")
+    return rows
+
+
+def resolve_refusal_source(source: str | None) -> Path | None:
+    if source is None or source == "default":
+        return bundled_file("data", REFUSAL_SET)
+    if source == "none":
+        return None
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"--refusal-calibration {source}: no such file (or `none` to skip it)")
+    return path
+
+
+def refusal_agreement(p_refuse: Sequence[float], labels: Sequence[bool], margin: float) -> dict:
+    """Agreement of P(refuse) calls with labels; an undecided call (within `margin` of 0.5) counts half."""
+    right = undecided = 0.0
+    for p, y in zip(p_refuse, labels):
+        if abs(p - 0.5) < margin:
+            undecided += 1
+            right += 0.5
+        else:
+            right += float((p > 0.5) == y)
+    n = len(labels)
+    return {"agreement": round(right / n, 4) if n else None, "undecided": round(undecided / n, 4) if n else None,
+            "n": n}
+
+
+def calibrate_refusals(p_refuse_of, source: str | None, *, margin: float) -> dict | None:
+    """Both refusal readers on a labelled set: the judge model's call (`p_refuse_of(pairs)` gives
+    P(refuse) per (prompt, answer)) and the phrase detector."""
+    from cai.refusal import refuses
+
+    path = resolve_refusal_source(source)
+    if path is None:
+        return None
+    rows = read_refusal_rows(path)
+    probs = p_refuse_of([(r.prompt, r.answer) for r in rows])
+    labels = [r.refuses for r in rows]
+    model = refusal_agreement([probs[(r.prompt, r.answer)] for r in rows], labels, margin)
+    phrases = refusal_agreement([1.0 if refuses(r.answer) else 0.0 for r in rows], labels, margin)
+    name = f"bundled:{REFUSAL_SET}" if source in (None, "default") else str(path)
+    return {"model": model, "phrases": phrases, "n": len(rows), "source": name, "sha256": file_sha256(path)}
