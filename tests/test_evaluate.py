@@ -194,7 +194,8 @@ def test_cli_end_to_end_with_scripted_models(tmp_path, fake_engines):
             f.write(json.dumps({"prompt": p, "category": cat, **({} if harm is None else {"harmful": harm})}) + "\n")
     out = tmp_path / "eval"
     res = CliRunner().invoke(main, ["eval", "--model", "model-a", "--baseline", "model-b", "--prompts", str(prompts),
-                                    "--out", str(out), "--no-progress"])
+                                    "--out", str(out), "--no-progress", "--calibration", "none",
+                                    "--refusal-calibration", "none"])
     assert res.exit_code == 0, res.output
     # A's answers, B's answers, then B judges on the engine it already has: two engines, in that order.
     assert [e.model for e in fake_engines] == ["model-a", "model-b"]
@@ -207,8 +208,11 @@ def test_cli_end_to_end_with_scripted_models(tmp_path, fake_engines):
     assert m["position_consistency"] == 1.0
     assert m["per_category"]["weapons"] == {"win_rate": 1.0, "n": 2, "win_rate_ci": [1.0, 1.0]}
     assert m["per_category"]["helpful"]["n"] == 2 and m["per_category"]["helpful"]["win_rate"] == 0.75
-    a, b = m["models"]["A"], m["models"]["B"]
-    assert (a["name"], b["name"]) == ("model-a", "model-b")
+    assert (m["models"]["A"]["name"], m["models"]["B"]["name"]) == ("model-a", "model-b")
+    # No refusal calibration: the judge model's call is not known to be better than chance, so the
+    # headline figures come from the phrase detector; the model's call is reported beside them.
+    assert m["refusal_reader"] == "phrases" and m["judge_reliability"]["refusal_calibration"] is None
+    a, b = m["refusals_by_reader"]["model"]["A"], m["refusals_by_reader"]["model"]["B"]
     assert a["refusal_rate_harmful"] == 1.0 and a["n_harmful"] == 3 and a["mean_p_refuse_harmful"] == 0.9
     assert a["over_refusal_rate_benign"] == 0.0 and a["n_benign"] == 3
     assert b["refusal_rate_harmful"] == 0.0 and b["over_refusal_rate_benign"] == 0.0
