@@ -435,3 +435,20 @@ def test_sigkill_after_first_chunk_then_resume(tmp_path):
     assert len(final) == 8 == len({r["id"] for r in final})
     assert out.read_text().endswith("\n")
     assert f"skipped        {len(first)}" in res.stdout
+
+
+@pytest.mark.slow
+def test_real_policy_on_vllm_with_the_reviser_on_transformers(tmp_path, vllm_backend):
+    """Both real engines in one process: vLLM answers, transformers critiques and revises."""
+    c = cfg(tmp_path, n=3, samples=1, rounds=1, backend="vllm", model="smollm2-135m", reviser_model="smollm2-135m",
+            reviser_backend="hf", few_shot=0, answer={"max_tokens": 16}, critique={"max_tokens": 12},
+            revision={"max_tokens": 16})
+    s = run_generate(c, progress=False)
+    out = rows(tmp_path)
+    assert s.written == 3 == len(out)
+    for r in out:
+        assert r["meta"]["backend"] == "vllm" and r["meta"]["reviser_backend"] == "hf"
+        assert r["meta"]["reviser_model"] == "smollm2-135m"
+        assert r["initial"] and r["rounds"][0]["critique"] and isinstance(r["rounds"][0]["flags"], list)
+    info = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())
+    assert info["config"]["reviser_backend"] == "hf" and set(info["flag_counts"]) >= {"truncated", "unchanged"}

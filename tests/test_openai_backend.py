@@ -326,6 +326,30 @@ def test_choice_logprobs_request_and_merge(servers):
     assert failed == 1
 
 
+def test_reviser_behind_the_openai_backend(servers, tmp_path):
+    """The policy answers, a served reviser critiques and revises (the scripted server echoes)."""
+    from cai.config import GenerateConfig
+    from cai.generate import run_generate
+    from cai.records import read_rows
+    from tests.scripted import ScriptedBackend
+
+    log, (s,) = servers(lambda cid, a: "ok")
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "Tell me about owls."}) + "\n")
+    cfg = GenerateConfig(prompts=str(p), rounds=2, run_dir=str(tmp_path / "run"), model="scripted-model",
+                         reviser_model="served-critic", reviser_backend="openai", reviser_base_url=s.url)
+    from cai.generate import resolve_reviser
+
+    assert resolve_reviser(cfg, "hf") == "openai"
+    reviser = OpenAIBackend("served-critic", [s.url], max_retries=0)
+    run_generate(cfg, backend=ScriptedBackend(), reviser=reviser, progress=False)
+    (row,) = read_rows(tmp_path / "run" / "generations.jsonl")
+    assert row["initial"].startswith("answer 0 to:")  # the policy's
+    assert all(r["critique"].startswith("echo:") and r["revision"].startswith("echo:") for r in row["rounds"])
+    assert sum(log.answered.values()) == 4 and {b["model"] for b in log.bodies} == {"served-critic"}
+    assert row["meta"]["reviser_backend"] == "openai"
+
+
 def test_closed_backend_refuses():
     be = OpenAIBackend("m", "http://127.0.0.1:9")
     be.close()
@@ -448,3 +472,22 @@ def test_vllm_server_choice_logprobs(remote):
     assert all(math.isfinite(x) and x < 0 for x in lp.values())
     assert math.exp(lp["A"]) + math.exp(lp["B"]) <= 1.0 + 1e-6
     assert remote.failed_requests == 0
+
+
+@pytest.mark.slow
+def test_vllm_server_as_the_reviser_of_a_transformers_policy(vllm_server, tmp_path):
+    """Real parts on both sides: transformers answers, vLLM's server critiques and revises."""
+    from cai.config import GenerateConfig
+    from cai.generate import run_generate
+    from cai.records import read_rows
+
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in ("Name a bird.", "How do I boil an egg?")))
+    cfg = GenerateConfig(prompts=str(p), rounds=1, run_dir=str(tmp_path / "run"), backend="hf", model=SERVED,
+                         reviser_model=SERVED, reviser_backend="openai", reviser_base_url=vllm_server, few_shot=0,
+                         answer={"max_tokens": 16}, critique={"max_tokens": 12}, revision={"max_tokens": 16})
+    s = run_generate(cfg, progress=False)
+    rows = list(read_rows(tmp_path / "run" / "generations.jsonl"))
+    assert s.written == 2 == len(rows) and s.failed == 0
+    assert all(r["meta"]["backend"] == "hf" and r["meta"]["reviser_backend"] == "openai" for r in rows)
+    assert all(r["rounds"][0]["critique"] for r in rows)
