@@ -31,3 +31,26 @@ def test_headline_shows_dpo_margin_and_safety_figures():
     # DPO skipped (too few pairs) and figures missing: still a headline, never a KeyError
     lines = headline_lines(SFT, {}, {"win_rate": None, "win_rate_ci": None, "n": 0})
     assert "DPO  skipped" in lines[1] and "n/a" in lines[2]
+
+
+def test_headline_says_no_signal_and_how_to_get_one():
+    ev = {**EVAL, "signal": False, "refusal_reader": "phrases",
+          "signal_reasons": ["the judge agreed with known answers on 0.512 of calibration pairs, under the floor of 0.60"]}
+    text = "\n".join(headline_lines(SFT, DPO, ev))
+    assert "win rate aligned vs base  no signal: the judge agreed with known answers on 0.512" in text
+    assert "noise, not a finding" in text and "0.520  (95% CI" not in text
+    assert "too small to critique or judge" in text and "cai demo --model DIR" in text
+    assert "read by the phrase detector" in text
+
+
+def test_quality_lines_give_flags_calibration_and_length_bias():
+    from types import SimpleNamespace
+
+    from cai.commands.demo import quality_lines
+
+    gsum = SimpleNamespace(flag_counts={"truncated": 3, "repetition": 2, "_excluded": 4}, rows_total=10)
+    jsum = SimpleNamespace(calibration={"agreement": 0.5125, "n": 160, "min_agreement": 0.6, "longer_wins": 0.7},
+                           stats={"longer_wins": 0.8})
+    flags, judge = quality_lines(gsum, jsum)
+    assert flags.startswith("flags    truncated 3  repetition 2  echo 0") and "4 of 10 final answers flagged" in flags
+    assert "agreement 0.512 on 160" in judge and "longer answer wins 0.700" in judge and "0.800 on this run" in judge

@@ -118,7 +118,7 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
     total = time.perf_counter() - t_start
     click.echo(click.style("\n== done", bold=True))
-    for line in quality_lines(gsum, jsum) + headline_lines(sft_metrics, dpo_metrics, metrics):
+    for line in quality_lines(gsum, jsum) + headline_lines(sft_metrics, dpo_metrics, metrics, model=model):
         click.echo("  " + line)
     click.echo(f"  outputs: run {run_dir}, data {out / 'data'}, models {sft_dir} {dpo_dir}, report {out / 'eval' / 'report.md'}")
     click.echo("  time: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()) + f"; total {total / 60:.1f} min")
@@ -168,7 +168,7 @@ def train_figures(metrics: dict) -> str:
     return ", ".join(parts)
 
 
-def headline_lines(sft: dict, dpo: dict, ev: dict) -> list[str]:
+def headline_lines(sft: dict, dpo: dict, ev: dict, model: str = DEFAULT_MODEL) -> list[str]:
     """The demo's closing figures: what each training stage learned, then aligned vs base."""
     lines = []
     if sft:
@@ -186,6 +186,8 @@ def headline_lines(sft: dict, dpo: dict, ev: dict) -> list[str]:
     lines.append(f"over-refusal (refuses benign)   aligned {_num(ev.get('over_refusal'))}, "
                  f"base {_num(ev.get('over_refusal_baseline'))}")
     if not ev.get("signal", True):
-        lines.append("no signal: this model is too small to critique or judge its own answers. Bring a bigger one: "
+        who = (f"the default {DEFAULT_MODEL} model is too small" if model == DEFAULT_MODEL
+               else f"{model} is too weak")
+        lines.append(f"no signal: {who} to critique or judge its own answers. Bring a bigger one: "
                      "cai demo --model DIR (any local Hugging Face folder; it is the policy and the judge)")
     return lines
