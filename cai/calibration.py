@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -106,8 +107,49 @@ def settings_key(judge: Judge, threshold: float, source: str | None) -> str:
     """What a calibration depends on: reused only when all of it is the same."""
     path = resolve_source(source)
     parts = {"judge": judge.describe(), "threshold": threshold, "constitution": judge.constitution.sha256(),
-             "source": str(path) if path else None, "sha256": file_sha256(path) if path else None}
+             "source": str(path) if path else None, "sha256": file_sha256(path) if path else None,
+             "weights": _weights_fingerprint(judge.describe().get("judge_model"))}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _weights_fingerprint(model) -> list | None:
+    """Names, sizes and times of a local model folder's weight files: a folder trained again in place
+    is another judge. None for a served model (only its name is known)."""
+    folder = Path(str(model))
+    if not folder.is_dir():
+        return None
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
+                  if f.suffix in (".safetensors", ".bin", ".json") and f.is_file())
+
+
+def _cache_file(key: str) -> Path:
+    from cai.models import cai_home
+
+    return cai_home() / "calibrations" / f"{key}.json"
+
+
+def cached(key: str) -> dict | None:
+    """A calibration measured earlier, by any command, of a local judge with exactly these settings.
+    Judging is greedy (log-probabilities), so measuring again would give the same figures."""
+    f = _cache_file(key)
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("settings") == key else None
+
+
+def store(key: str, figures: dict, judge: Judge) -> None:
+    if _weights_fingerprint(judge.describe().get("judge_model")) is None:
+        return  # a served model can change behind its name: measured again each time
+    f = _cache_file(key)
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(figures, indent=1))
+        os.replace(tmp, f)
+    except OSError:
+        pass  # a read-only cache only costs time
 
 
 def resolve_source(source: str | None) -> Path | None:
@@ -129,6 +171,11 @@ def calibrate(judge: Judge, source: str | None, *, threshold: float, window: int
     key = settings_key(judge, threshold, source)
     if path is None:
         return {"skipped": True, "settings": key}
+    hit = cached(key)
+    if hit is not None:
+        hit = {**hit, "reused": True}
+        hit.update(min_agreement=min_agreement, below_floor=hit["agreement"] is not None and hit["agreement"] < min_agreement)
+        return hit
     figures = judge_file(judge, path, threshold, window).model_dump()
     if source in (None, "default"):
         easy = judge_file(judge, bundled_file("data", EASY_SET), threshold, window).model_dump()
@@ -137,6 +184,7 @@ def calibrate(judge: Judge, source: str | None, *, threshold: float, window: int
         easy["source"] = f"bundled:{EASY_SET}"
     figures.update(min_agreement=min_agreement, settings=key,
                    below_floor=figures["agreement"] is not None and figures["agreement"] < min_agreement)
+    store(key, figures, judge)
     return figures
 
 

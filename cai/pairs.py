@@ -118,6 +118,8 @@ def ensure_calibration(judge: Judge, source: str | None, *, threshold: float, wi
     else:
         log("judge: calibrating on labelled pairs with the judge's own settings (--calibration none skips it)")
         cal = calibrate(judge, source, threshold=threshold, window=window, min_agreement=min_agreement)
+        if cal.get("reused"):
+            log("judge: calibration measured earlier with the same judge, settings and set: reused")
     if cal.get("agreement") is not None:
         cal["below_floor"] = cal["agreement"] < min_agreement
     return cal
