@@ -243,10 +243,14 @@ def reader_note(metrics: dict) -> str:
 
 def headline(metrics: dict) -> list[str]:
     ci = metrics["win_rate_ci"] or [float("nan")] * 2
+    cal = (metrics.get("judge_reliability") or {}).get("calibration") or {}
     if metrics.get("signal", True):
+        trust = (f"judge calibration agreement {_fmt(cal.get('agreement'))} on {cal.get('n')} pairs"
+                 if cal.get("agreement") is not None else "judge not calibrated (--calibration none)")
         lines = [f"win rate {metrics['model']} over {metrics['baseline']}: {_fmt(metrics['win_rate'])} "
                  f"[{ci[0]:.3f}, {ci[1]:.3f}] (n={metrics['n']}, ties {metrics['ties']}, "
-                 f"position consistency {_fmt(metrics['position_consistency'])}, identical answers left out)"]
+                 f"position consistency {_fmt(metrics['position_consistency'])}, identical answers left out; "
+                 f"{trust})"]
     else:
         lines = [f"win rate {metrics['model']} over {metrics['baseline']}: no signal ("
                  + "; ".join(metrics.get("signal_reasons") or []) + "); the measured "

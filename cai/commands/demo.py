@@ -126,15 +126,14 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
 def _export_or_none(export, run_dir, fmt, path, **kw) -> dict:
     """An export, or an empty one when every row was left out (the demo says so and goes on)."""
-    from cai.errors import UsageError
     from cai.export import LeftOut, build_rows
 
-    try:
-        return export(run_dir, fmt, "jsonl", path, **kw)
-    except UsageError:
-        left = LeftOut()
-        build_rows(run_dir, fmt, left_out=left, **kw)
+    left = LeftOut()
+    if fmt == "dpo" and not (Path(run_dir) / "preferences.jsonl").exists():
         return {"rows": 0, "path": str(path), "left_out": left, "card": None}
+    if not build_rows(run_dir, fmt, left_out=left, **kw):
+        return {"rows": 0, "path": str(path), "left_out": left, "card": None}
+    return export(run_dir, fmt, "jsonl", path, **kw)
 
 
 def quality_lines(gsum, jsum) -> list[str]:

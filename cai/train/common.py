@@ -623,7 +623,7 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
         f"| data | `{data.path}` ({data.kind}, {data.rows} rows: {rows}) |",
         f"| data sha256 | `{data.sha256}` |",
         f"| constitution | {constitution} |",
-        f"| left out of the data | {'; '.join(data.left_out) or 'nothing'} |",
+        f"| left out of the data | {('; '.join(data.left_out) or 'nothing') if data.kind == 'run folder' else 'as exported (see the dataset card beside the data)'} |",
         f"| method | {method} |",
         f"| weights saved | {metrics.get('saved', '?')}, {cai.save_dtype} |",
     ]
