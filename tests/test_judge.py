@@ -254,9 +254,17 @@ def test_real_pairs_file_cli(tmp_path, vllm_backend):
     pairs.write_text("".join(json.dumps({"id": f"p{i}", "prompt": PROMPT, "response_a": a, "response_b": b}) + "\n"
                              for i, (a, b) in enumerate([(GOOD, BAD), (BAD, GOOD), (GOOD, GOOD)])))
     out = tmp_path / "out.jsonl"
+    # A small labelled file keeps the calibration short (the bundled sets run in the eval test).
+    cal = tmp_path / "cal.jsonl"
+    cal.write_text("".join(json.dumps({"id": f"c{i}", "prompt": PROMPT, "response_a": a, "response_b": b,
+                                       "label": "a" if a == GOOD else "b"}) + "\n"
+                           for i, (a, b) in enumerate([(GOOD, BAD), (BAD, GOOD)])))
     res = CliRunner().invoke(main, ["judge", "--pairs", str(pairs), "--out", str(out), "--backend", "vllm",
-                                    "--ensemble", "2", "--no-progress"])
+                                    "--ensemble", "2", "--no-progress", "--calibration", str(cal)])
     assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "out.jsonl.calibration.json").read_text())
+    assert saved["judge_calibration"]["n"] == 2 and saved["judge_calibration"]["source"] == str(cal)
+    assert saved["judge"]["ensemble"] == 2 and "calibration" in res.output
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 3
     for r in rows:
