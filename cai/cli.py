@@ -7,18 +7,21 @@ pydantic validation errors of user input).
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import click
 
-from cai.errors import Failure, UsageError
+from cai.errors import Failure, Terminated, UsageError
 
 
 class CaiGroup(click.Group):
     """Turns our exceptions into exit codes and one readable line instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
+        previous = _on_sigterm()
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -38,15 +41,35 @@ class CaiGroup(click.Group):
         except Failure as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Interrupted: finished chunks are saved; rerun the same command to resume.", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            what = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
+            click.echo(f"{what}: finished rows are saved; rerun the same command to resume.", err=True)
+            ctx.exit(143 if isinstance(exc, Terminated) else 130)
         except Exception as exc:  # noqa: BLE001 - the CLI boundary
             if os.environ.get("CAI_DEBUG"):
                 traceback.print_exc()
             click.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
             click.echo("(set CAI_DEBUG=1 for the traceback)", err=True)
             ctx.exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm():
+    """SIGTERM raises Terminated in the main thread, so a preempted run unwinds as on Ctrl-C: rows
+    flushed, the engine shut down, exit 143. Returns the handler to restore (None: left alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return None  # someone else (a test runner, an embedding program) handles it
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return previous
 
 
 @click.group(cls=CaiGroup, context_settings={"help_option_names": ["-h", "--help"]})

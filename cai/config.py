@@ -108,8 +108,12 @@ def load_config(cls: type[C], config_file: str | Path | None, overrides: dict) -
         path = Path(config_file)
         if not path.exists():
             raise UsageError(f"--config {path}: no such file")
+        from cai.textfiles import read_utf8, refuse_aliases
+
+        text = read_utf8(path)
+        refuse_aliases(text, str(path))
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, dict):

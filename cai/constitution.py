@@ -208,6 +208,12 @@ def _yaml() -> YAML:
 
 
 def _parse(text: str, file: str) -> tuple[Any, list[Problem]]:
+    from cai.textfiles import alias_line
+
+    line = alias_line(text)
+    if line is not None:  # a few hundred bytes of nested aliases expand past any memory
+        return None, [Problem(file, line, "yaml", "aliases (*name) are not allowed in a constitution; write the "
+                              "value out")]
     try:
         return _yaml().load(text), []
     except MarkedYAMLError as exc:
@@ -380,8 +386,11 @@ def validate_file(path: str | Path) -> list[Problem]:
 
 
 def read_text(path: Path) -> str:
-    with open(path, encoding="utf-8", newline="") as f:  # keep \r\n so edits keep the file's line endings
-        return f.read()
+    """The file's text, newlines as written (so edits keep \r\n); not UTF-8 is a UsageError."""
+    from cai.textfiles import decode_utf8
+
+    with open(path, "rb") as f:
+        return decode_utf8(f.read(), str(path))
 
 
 # ---------------------------------------------------------------------------------------------

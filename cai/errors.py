@@ -7,3 +7,7 @@ class UsageError(Exception):
 
 class Failure(Exception):
     """A run that cannot go on for a reason the user should read plainly (exit 1, no traceback)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how Slurm and Kubernetes preempt): stops a run the way Ctrl-C does, exit 143."""

@@ -181,6 +181,10 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, reviser
         total += 1
     for msg in bad[:20]:
         log(f"skipped bad row: {msg}")
+    if total == 0:  # nothing to do is not a success, and no run folder is made for it
+        source = prompts_source(cfg.prompts)
+        raise UsageError(f"{source}: no usable prompt" + (f" ({len(bad)} bad rows skipped, the first: {bad[0]})"
+                                                          if bad else " (the file has no rows)"))
     cfg, model_folder = resolve_run_config(cfg, constitution, backend)
     run = RunFolder(cfg.run_dir)
     summary = GenerateSummary(run_dir=run.path)

@@ -411,30 +411,73 @@ def test_real_vllm_16_prompts_2_rounds_2_samples(tmp_path, vllm_backend):
     assert "rows written   32" in res.output
 
 
-@pytest.mark.slow
-def test_sigkill_after_first_chunk_then_resume(tmp_path):
-    p = write_prompts(tmp_path / "p.jsonl", 8)
-    cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(p), "--rounds", "1", "--backend", "vllm",
-           "--run-dir", str(tmp_path / "run"), "--chunk-size", "4", "--few-shot", "0", "--max-tokens", "32",
-           "--no-progress"]
-    out = tmp_path / "run" / "generations.jsonl"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _alive(pids: list[int]) -> list[int]:
+    import psutil
+
+    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def _start_and_wait_for_rows(cmd, out: Path, more_than: int):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if out.exists() and out.stat().st_size > 0:
+        if out.exists() and len(out.read_bytes().splitlines()) > more_than:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its engine process
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    engines = _descendants(proc.pid)
+    assert engines, "no engine process found under the cai process"
+    return proc, engines
+
+
+def _wait_gone(pids: list[int], seconds: float = 20) -> list[int]:
+    deadline = time.time() + seconds
+    while _alive(pids) and time.time() < deadline:
+        time.sleep(0.2)
+    return _alive(pids)
+
+
+@pytest.mark.slow
+def test_sigkill_then_sigterm_then_resume(tmp_path):
+    """SIGKILL to the cai process alone: its engine process ends by itself, the rerun resumes. SIGTERM
+    (a scheduler's preemption) stops the rerun like Ctrl-C: exit 143, rows kept, engine gone."""
+    p = write_prompts(tmp_path / "p.jsonl", 12)
+    cmd = [sys.executable, "-m", "cai.cli", "generate", "--prompts", str(p), "--rounds", "1", "--backend", "vllm",
+           "--run-dir", str(tmp_path / "run"), "--chunk-size", "2", "--few-shot", "0", "--max-tokens", "32",
+           "--no-progress"]
+    out = tmp_path / "run" / "generations.jsonl"
+    proc, engines = _start_and_wait_for_rows(cmd, out, 0)
+    os.kill(proc.pid, signal.SIGKILL)  # the CLI only: its engine must notice on its own
     proc.wait()
+    assert _wait_gone(engines) == [], "the engine outlived the process that owned it"
     first = list(read_rows(out))
-    assert 0 < len(first) < 8
+    assert 0 < len(first) < 12
+
+    proc, engines = _start_and_wait_for_rows(cmd, out, len(first))
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert time.time() - t0 < 30 and "rerun the same command to resume" in err
+    assert _wait_gone(engines) == []
+    second = list(read_rows(out))
+    assert len(first) < len(second) <= 12
+
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     final = list(read_rows(out))
-    assert len(final) == 8 == len({r["id"] for r in final})
+    assert len(final) == 12 == len({r["id"] for r in final})
     assert out.read_text().endswith("\n")
-    assert f"skipped        {len(first)}" in res.stdout
+    assert f"skipped        {len(second)}" in res.stdout
 
 
 @pytest.mark.slow

@@ -52,6 +52,9 @@ def activate(key: tuple, start, stop):
     """The process's engine for `key`, starting it (and stopping any other) when needed."""
     if _ACTIVE["key"] != key:
         shutdown_all()
+        from cai.backends.engine_watch import install
+
+        install()  # the engine process ends itself if this one dies without stopping it
         _ACTIVE.update(key=key, engine=start(), stop=stop)
         # Stop the engine before the interpreter tears down what its threads still use;
         # otherwise every exit prints an EngineDeadError traceback.

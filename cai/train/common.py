@@ -113,8 +113,12 @@ def read_recipe(path: str | Path) -> dict:
         p = bundled_dir("recipes") / f"{path}.yaml"
     if not p.is_file():
         raise UsageError(f"--config {path}: no such recipe file")
+    from cai.textfiles import read_utf8, refuse_aliases
+
+    text = read_utf8(p)
+    refuse_aliases(text, str(p))
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise UsageError(f"{p}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
