@@ -7,16 +7,34 @@ hashes of their inputs, so a rerun knows exactly which rows exist and never writ
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai.errors import UsageError
+from cai.errors import Failure, UsageError
+
+
+class DiskFull(Failure):
+    """The run folder's disk filled up: what was flushed stays, the rerun resumes after space is freed."""
+
+
+@contextmanager
+def _disk(path: Path):
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"{path.parent}: the disk is full ({os.strerror(exc.errno)}) while writing {path.name}; "
+                           "the rows written so far are kept. Free some space and rerun the same command to "
+                           "resume") from None
+        raise
 
 GENERATIONS = "generations.jsonl"
 PREFERENCES = "preferences.jsonl"
@@ -149,24 +167,32 @@ class AppendWriter:
 
     def write(self, rows: Iterable[BaseModel | dict]) -> int:
         n = 0
-        for row in rows:
-            data = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
-            if data["id"] in self.ids:
-                continue
-            self._fh.write(json.dumps(data, ensure_ascii=False) + "\n")
-            self.ids.add(data["id"])
-            n += 1
+        with _disk(self.path):
+            for row in rows:
+                data = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
+                if data["id"] in self.ids:
+                    continue
+                self._fh.write(json.dumps(data, ensure_ascii=False) + "\n")
+                self.ids.add(data["id"])
+                n += 1
         self.written += n
         return n
 
     def flush(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        with _disk(self.path):
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        if not self._fh.closed:
+        if self._fh.closed:
+            return
+        try:
             self.flush()
-            self._fh.close()
+        finally:
+            try:
+                self._fh.close()
+            except OSError:  # the same full disk again: the torn tail is cut on the next start
+                pass
 
     def __enter__(self):
         return self

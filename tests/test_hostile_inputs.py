@@ -92,3 +92,55 @@ def test_an_empty_prompt_set_is_a_usage_error(tmp_path, content):
     res = run(["generate", "--prompts", str(p), "--on-bad-row", "skip", "--run-dir", str(tmp_path / "run")])
     assert res.exit_code == 2 and "no usable prompt" in res.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_exits_1_with_one_line_and_the_rerun_resumes(tmp_path, monkeypatch):
+    import errno
+
+    import cai.records as records
+    from cai.records import read_rows
+    from tests.scripted import ScriptedBackend
+
+    class FillsUp:
+        """The run folder's file, on a disk with room for two rows and half of a third."""
+
+        def __init__(self, fh):
+            self.fh, self.rows = fh, 0
+
+        def write(self, text):
+            self.rows += 1
+            if self.rows == 3:
+                self.fh.write(text[: len(text) // 2])
+                self.fh.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    real_init = records.AppendWriter.__init__
+
+    def init(self, path):
+        real_init(self, path)
+        if path.name == "generations.jsonl":
+            self._fh = FillsUp(self._fh)
+
+    import cai.backends as backends
+
+    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: ScriptedBackend())
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(6)))
+    args = ["generate", "--prompts", str(p), "--rounds", "1", "--chunk-size", "1", "--run-dir", str(tmp_path / "run"),
+            "--backend", "hf", "--no-progress"]
+    monkeypatch.setattr(records.AppendWriter, "__init__", init)
+    monkeypatch.setattr("cai.generate.check_engine", lambda *a, **k: ("hf", None))
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    (line,) = [x for x in res.output.splitlines() if x.startswith("Error")]
+    assert "the disk is full" in line and str(tmp_path / "run") in line and "rerun the same command" in line
+    assert len(list(read_rows(tmp_path / "run" / "generations.jsonl"))) == 2  # whole rows only
+    monkeypatch.setattr(records.AppendWriter, "__init__", real_init)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    rows = list(read_rows(tmp_path / "run" / "generations.jsonl"))
+    assert len(rows) == 6 == len({r["id"] for r in rows}) and "repaired" in res.output
