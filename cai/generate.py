@@ -22,7 +22,7 @@ from typing import Callable
 from collections import Counter
 
 from cai.backends import check_engine, load_backend, resolve_backend_name
-from cai.backends.base import Backend
+from cai.backends.base import Backend, overflow
 from cai.batching import Batcher, run_interruptible
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
@@ -48,6 +48,8 @@ class GenerateSummary:
     seconds: float = 0.0
     cleaned: int = 0
     empty_revisions: int = 0
+    too_long: int = 0  # prompts that do not fit the model's context with the step's tokens: bad rows
+    rounds_stopped: int = 0  # records whose conversation outgrew the context before the last round
     torn_line_repaired: bool = False
     engine_calls: int = 0
     errors: list[str] = field(default_factory=list)
@@ -78,6 +80,12 @@ class GenerateSummary:
             out.append(f"               {self.failed} failed samples not written; rerun the same command to retry them")
         if self.bad_rows:
             out.append(f"bad rows       {self.bad_rows} skipped")
+        if self.too_long:
+            out.append(f"too long       {self.too_long} prompts skipped: they do not fit the model's context with "
+                       "the few-shot prefix and the step's max tokens")
+        if self.rounds_stopped:
+            out.append(f"rounds ended   {self.rounds_stopped} rows stopped early: the conversation outgrew the "
+                       "context (each row's meta.rounds_stopped says where)")
         if self.duplicates:
             out.append(f"duplicates     {self.duplicates} duplicate prompts (same messages) written once")
         if self.torn_line_repaired:
@@ -272,6 +280,18 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
     def ids_for(row: PromptRow) -> list[str]:
         return [record_id("gen", row.messages, s, ident_hash) for s in range(cfg.samples)]
 
+    def too_long(row: PromptRow) -> str | None:
+        # The answer request is the prompt alone; a critique later adds the few-shot prefix.
+        conv = (reviser.prefix if cfg.rounds else []) + list(row.messages)
+        over = overflow(reviser_backend if cfg.rounds else backend, conv, cfg.answer.max_tokens)
+        if over is None and cfg.rounds and reviser_backend is not backend:
+            over = overflow(backend, row.messages, cfg.answer.max_tokens)
+        if over is None:
+            return None
+        return (f"{prompts_source(cfg.prompts)}: row {row.index}: prompt: {over[0]} tokens"
+                f"{' with the few-shot prefix' if cfg.rounds else ''}, plus {cfg.answer.max_tokens} for the answer, "
+                f"do not fit the model's context of {over[1]} tokens")
+
     def jobs():
         seen: set[bytes] = set()
         for row in iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row, limit=cfg.limit):
@@ -285,6 +305,15 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
             ids = ids_for(row)
             if all(i in writer for i in ids):
                 summary.skipped += len(ids)
+                bar.update(1)
+                continue
+            reason = too_long(row)
+            if reason:
+                if cfg.on_bad_row == "fail":
+                    raise UsageError(reason + " (--on-bad-row skip leaves it out)")
+                summary.too_long += 1
+                if summary.too_long <= SHOWN_ERRORS:
+                    log(f"skipped too-long row: {reason}")
                 bar.update(1)
                 continue
             yield lambda row=row, ids=ids: one_prompt(row, ids)
@@ -302,6 +331,7 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
                 return _Failed(ids[s], row.index, st.error)
             summary.cleaned += st.cleaned
             summary.empty_revisions += st.empty
+            summary.rounds_stopped += st.stopped is not None
             tokens = {"initial": ans.tokens, "critique": st.critique_tokens, "revision": st.revision_tokens}
             tokens["total"] = sum(tokens.values())
             initial_flags = answer_flags(ans.text, ans.finish_reason)
@@ -315,6 +345,7 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
                 meta={**base_meta, "source_row": row.index, **({"source": row.meta} if row.meta else {}),
                       "finish_reasons": {"initial": ans.finish_reason, "rounds": st.finish},
                       "tokens": tokens, "chatter_cleaned": st.cleaned,
+                      **({"rounds_stopped": st.stopped} if st.stopped else {}),
                       "elapsed_s": round(time.perf_counter() - t, 3)},
             )
 

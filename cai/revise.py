@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from cai.backends.base import Completion, Conversation, SamplingParams
+from cai.backends.base import Completion, Conversation, SamplingParams, overflow
 from cai.batching import Batcher
 from cai.constitution import Constitution, Principle
 from cai.prompts import Templates
@@ -85,6 +85,7 @@ class RoundStats:
     cleaned: int = 0
     empty: int = 0
     error: str | None = None  # the step that failed and why ("round 2 critique: timed out"); rounds stop there
+    stopped: str | None = None  # why the rounds ended early though nothing failed (the context is full)
 
 
 @dataclass
@@ -107,18 +108,30 @@ class Reviser:
         prefix += few_shot_turns(constitution, templates, few_shot)
         return cls(batcher, constitution, templates, prefix, critique_params, revision_params)
 
+    def _outgrown(self, stats: RoundStats, conv: Conversation, params: SamplingParams, step: str) -> bool:
+        """A request that cannot fit the model's context ends the record's rounds, with the reason."""
+        over = overflow(self.batcher.backend, conv, params.max_tokens)
+        if over:
+            stats.stopped = (f"{step}: the conversation has {over[0]} tokens, and with {params.max_tokens} to "
+                             f"generate it does not fit the model's context of {over[1]}")
+        return bool(over)
+
     async def rounds(self, key: str, prompt: Conversation, answer: str, n_rounds: int) -> tuple[list[Round], RoundStats]:
         stats = RoundStats()
         done: list[Round] = []
         for r in range(n_rounds):
             principle = self.constitution.draw_principle(f"{key}:{r}")
             conv = critique_conversation(self.prefix, prompt, answer, principle, self.templates)
+            if self._outgrown(stats, conv, self.critique_params, f"round {r + 1} critique"):
+                break
             crit: Completion = (await self.batcher.chat(conv, self.critique_params))[0]
             if crit.finish_reason == "error":  # a revision of no critique would be noise
                 stats.error = f"round {r + 1} critique: {crit.error or 'request failed'}"
                 break
             critique = crit.text.strip()
             rev_conv = revision_conversation(conv, critique, principle, self.templates)
+            if self._outgrown(stats, rev_conv, self.revision_params, f"round {r + 1} revision"):
+                break
             rev: Completion = (await self.batcher.chat(rev_conv, self.revision_params))[0]
             if rev.finish_reason == "error":
                 stats.error = f"round {r + 1} revision: {rev.error or 'request failed'}"

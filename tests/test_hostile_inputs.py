@@ -125,9 +125,7 @@ def test_a_full_disk_exits_1_with_one_line_and_the_rerun_resumes(tmp_path, monke
         if path.name == "generations.jsonl":
             self._fh = FillsUp(self._fh)
 
-    import cai.backends as backends
-
-    monkeypatch.setattr(backends, "load_backend", lambda *a, **k: ScriptedBackend())
+    monkeypatch.setattr("cai.generate.load_backend", lambda *a, **k: ScriptedBackend())
     p = tmp_path / "p.jsonl"
     p.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(6)))
     args = ["generate", "--prompts", str(p), "--rounds", "1", "--chunk-size", "1", "--run-dir", str(tmp_path / "run"),

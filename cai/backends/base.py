@@ -105,3 +105,15 @@ def merge_option_logprobs(token_logprobs: dict[str, float], options: Sequence[st
                 mass += math.exp(lp)
         out[opt] = math.log(mass) if mass > 0 else -math.inf
     return out
+
+
+def overflow(backend, conversation: Conversation, max_new: int, prefix: str | None = None) -> tuple[int, int] | None:
+    """(prompt tokens, context window) when `conversation` plus `max_new` generated tokens does not fit
+    the backend's context, else None. Backends that cannot count (a remote server: it answers an
+    over-long request with a 400, which is that record's failure) never overflow here."""
+    window = getattr(backend, "context_window", None)
+    count = getattr(backend, "count_tokens", None)
+    if not window or count is None:
+        return None
+    tokens = count(conversation, prefix)
+    return (tokens, window) if tokens + max_new > window else None

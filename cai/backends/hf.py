@@ -31,6 +31,11 @@ class HFBackend:
             dtype = compute_dtype(self.device.startswith("cuda"))
         self.dtype = dtype
         self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
+        # Tokens a conversation plus its reply may hold (positions beyond it are not trained).
+        self.context_window = getattr(self.lm.config, "max_position_embeddings", None)
+
+    def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
+        return len(self.tok(self._render(conv, prefix=prefix), add_special_tokens=False)["input_ids"])
 
     def _render(self, conv: Conversation, *, prefix: str | None = None) -> str:
         if prefix is None:

@@ -204,7 +204,19 @@ class VLLMBackend:
         """`engine_opts`: the keyword arguments of `engine_args` (one list of engine settings)."""
         self.model = model
         self._opts = engine_opts
+        self.context_window = engine_args(model, **engine_opts)["max_model_len"]
+        self._tok = None
         self.llm  # start the engine now, not on the first request
+
+    def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.model)
+        if prefix is None:
+            return len(self._tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=False))
+        conv = list(conv) + [{"role": "assistant", "content": prefix}]
+        return len(self._tok.apply_chat_template(conv, tokenize=True, continue_final_message=True, return_dict=False))
 
     @property
     def llm(self):

@@ -71,6 +71,7 @@ class AsyncVLLMBackend:
         self.model = model
         self.tok = AutoTokenizer.from_pretrained(model)
         self._args = dict(engine_args(model, **engine_opts), disable_log_stats=True)
+        self.context_window = self._args["max_model_len"]
         self._engine  # start now, not on the first request
 
     @property
@@ -80,6 +81,9 @@ class AsyncVLLMBackend:
 
         key = ("async", tuple(sorted(self._args.items())))
         return activate(key, lambda: _AsyncEngine(AsyncEngineArgs(**self._args)), _AsyncEngine.stop)
+
+    def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
+        return len(self._render(conv, prefix))
 
     def _render(self, conv: Conversation, prefix: str | None = None) -> list[int]:
         if prefix is None:
