@@ -70,11 +70,24 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
     step("3/6 export: SFT (final revisions the judge preferred, unflagged) and DPO data (unflagged chosen)")
     sft = _export_or_none(export, run_dir, "sft", out / "data" / "sft.jsonl", filter="judged")
     dpo = _export_or_none(export, run_dir, "dpo", out / "data" / "dpo.jsonl")
+    unfiltered: list[str] = []
+    # Too little passed to train on: train on everything anyway, so the demo still shows the whole
+    # loop, and say plainly that such a model is not evidence of anything.
+    if sft["rows"] < 2:
+        sft = _export_or_none(export, run_dir, "sft", out / "data" / "sft_unfiltered.jsonl", keep_flagged=True)
+        unfiltered.append("SFT")
+    if dpo["rows"] < 2:
+        dpo = _export_or_none(export, run_dir, "dpo", out / "data" / "dpo_unfiltered.jsonl", keep_flagged=True)
+        unfiltered.append("DPO")
     for name, stats in (("SFT rows", sft), ("DPO pairs", dpo)):
         if stats["rows"]:
             click.echo(f"  {stats['rows']} {name} -> {stats['path']}")
         for line in stats["left_out"].lines():
             click.echo(f"    {line}")
+    if unfiltered:
+        click.echo(f"  too few rows passed the quality checks and the judge to train {' and '.join(unfiltered)} on: "
+                   "the demo trains on the unfiltered rows to show the loop end to end; a model trained on them "
+                   "is not evidence of anything")
     cards = dict.fromkeys(s["card"] for s in (sft, dpo) if s.get("card"))
     if cards:
         click.echo("  dataset card -> " + ", ".join(cards))
@@ -89,7 +102,7 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
         start = str(sft_dir)
         click.echo(f"  model -> {sft_dir}  {train_figures(sft_metrics)}")
     else:
-        click.echo("  fewer than 2 SFT rows passed the checks and the judge: skipped; DPO starts from the base model")
+        click.echo("  fewer than 2 SFT rows: skipped; DPO starts from the base model")
     took("sft", t0)
 
     step(f"5/6 train DPO on the SFT model ({dpo_steps} steps)")
@@ -102,7 +115,7 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
         aligned = str(dpo_dir)
         click.echo(f"  model -> {dpo_dir}  {train_figures(dpo_metrics)}")
     else:
-        click.echo("  fewer than 2 usable preference pairs (ties or flagged): skipped")
+        click.echo("  fewer than 2 preference pairs (all ties?): skipped")
     took("dpo", t0)
     if aligned == model:
         click.echo(click.style("\n== done: nothing to train on", bold=True))
@@ -120,6 +133,8 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
     click.echo(click.style("\n== done", bold=True))
     for line in quality_lines(gsum, jsum) + headline_lines(sft_metrics, dpo_metrics, metrics, model=model):
         click.echo("  " + line)
+    if unfiltered:
+        click.echo(f"  {' and '.join(unfiltered)} trained on unfiltered rows (too few passed the checks and the judge)")
     click.echo(f"  outputs: run {run_dir}, data {out / 'data'}, models {sft_dir} {dpo_dir}, report {out / 'eval' / 'report.md'}")
     click.echo("  time: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items()) + f"; total {total / 60:.1f} min")
 
