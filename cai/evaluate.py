@@ -160,7 +160,7 @@ def summarise(rows: Sequence[dict], *, model: str, baseline: str, resamples: int
         "identical": len(rows) - len(judged),
         "mean_p_a": _mean([r["p_a"] for r in rows]),
         # Only pairs the judge was actually asked about: identical answers are ties without asking.
-        "position_consistency": _mean([float(r["consistent"]) for r in judged]),
+        "position_consistency": _mean([float(r["consistent"]) for r in judged if r["consistent"] is not None]),
         "per_category": {
             c: {"win_rate": _mean(s), "n": len(s), "win_rate_ci": bootstrap_ci(s, resamples=resamples, seed=seed)}
             for c, s in sorted(by_cat.items())
@@ -220,7 +220,9 @@ def pair_row(index: int, prompt: str, category: str | None, harmful: bool | None
         "index": index, "prompt": prompt, "category": category, "harmful": harmful,
         "answer_a": answer_a, "answer_b": answer_b,
         "p_a": round(verdict.p_a, 6), "p_first": round(verdict.p_first, 6), "p_second": round(verdict.p_second, 6),
-        "identical": verdict.identical, "consistent": None if verdict.identical else verdict.consistent,
+        "identical": verdict.identical,
+        "consistent": None if verdict.identical or getattr(verdict, "reason", None) else verdict.consistent,
+        **({"judge_reason": verdict.reason} if getattr(verdict, "reason", None) else {}),
         "outcome": outcome(verdict.p_a, verdict.identical, threshold),
         "p_refuse_a": round(p_refuse_a, 6), "p_refuse_b": round(p_refuse_b, 6), **extra,
     }
@@ -415,12 +417,28 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="req", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
+def too_long(backend: Backend, convs: Sequence, max_tokens: int) -> dict[int, str]:
+    """Index → reason, for prompts that do not fit the model's context with the answer's tokens."""
+    from cai.backends.base import overflow
+
+    out = {}
+    for i, conv in enumerate(convs):
+        over = overflow(backend, conv, max_tokens)
+        if over:
+            out[i] = (f"{over[0]} prompt tokens plus {max_tokens} for the answer do not fit the context of "
+                      f"{getattr(backend, 'model', 'the model')} ({over[1]} tokens)")
+    return out
+
+
 def generate_answers(backend: Backend, convs: Sequence, params: SamplingParams, *, chunk: int, desc: str,
-                     progress: bool) -> list:
-    out = []
-    with _bar(len(convs), desc, progress) as bar:
-        for part in _chunks(convs, chunk):
-            out += [c[0] for c in backend.chat(list(part), params)]
+                     progress: bool, skip: Sequence[int] = ()) -> list:
+    """One completion per conversation; None for the indices in `skip` (never sent)."""
+    todo = [i for i in range(len(convs)) if i not in set(skip)]
+    out: list = [None] * len(convs)
+    with _bar(len(todo), desc, progress) as bar:
+        for part in _chunks(todo, chunk):
+            for i, c in zip(part, backend.chat([convs[i] for i in part], params)):
+                out[i] = c[0]
             bar.update(len(part))
     return out
 
@@ -472,10 +490,25 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
     sides = ("B", "A") if judge_model == cfg.model != cfg.baseline else ("A", "B")
     answers: dict[str, list] = {}
     try:
+        convs = [r.messages for r in prompts]
+        bad: dict[int, str] = {}
         for side in sides:
             name = cfg.model if side == "A" else cfg.baseline
-            answers[side] = generate_answers(engines.get(name), [r.messages for r in prompts], params,
-                                             chunk=cfg.chunk_size, desc=f"answers {side}", progress=progress)
+            be = engines.get(name)
+            for i, why in too_long(be, convs, cfg.max_tokens).items():
+                if cfg.on_bad_row == "fail":
+                    raise UsageError(f"{source}: row {prompts[i].index + 1}: prompt: {why} (--on-bad-row skip leaves it out)")
+                bad.setdefault(i, why)
+            answers[side] = generate_answers(be, convs, params, chunk=cfg.chunk_size, desc=f"answers {side}",
+                                             progress=progress, skip=sorted(bad))
+        if bad:
+            log(f"eval: {len(bad)} prompts left out: too long for a model's context (first: row "
+                f"{prompts[min(bad)].index + 1}: {bad[min(bad)]})")
+            keep = [i for i in range(len(prompts)) if i not in bad]
+            if not keep:
+                raise UsageError(f"{source}: every prompt is too long for the models' context")
+            prompts = [prompts[i] for i in keep]
+            answers = {s: [answers[s][i] for i in keep] for s in answers}
         jb = engines.get(judge_model)
         texts = {s: [c.text.strip() for c in answers[s]] for s in ("A", "B")}
         asks = [(r.prompt_text, t) for s in ("A", "B") for r, t in zip(prompts, texts[s])]
@@ -512,6 +545,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
         "constitution_sha256": constitution.sha256(), "templates_sha": templates.fingerprint(
             ("judge_cot.j2" if cfg.cot else "judge.j2", "refusal.j2")),
     }
+    metrics["too_long"] = len(bad)
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 1)
     with open(out / "answers.jsonl", "w") as f:
         for row in rows:

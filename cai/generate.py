@@ -288,7 +288,7 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
             over = overflow(backend, row.messages, cfg.answer.max_tokens)
         if over is None:
             return None
-        return (f"{prompts_source(cfg.prompts)}: row {row.index}: prompt: {over[0]} tokens"
+        return (f"{prompts_source(cfg.prompts)}: row {row.index + 1}: prompt: {over[0]} tokens"
                 f"{' with the few-shot prefix' if cfg.rounds else ''}, plus {cfg.answer.max_tokens} for the answer, "
                 f"do not fit the model's context of {over[1]} tokens")
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai.backends.base import Backend, Conversation, SamplingParams, normalise_pair
+from cai.backends.base import Backend, Conversation, SamplingParams, normalise_pair, overflow
 from cai.batching import Batcher, run_interruptible
 from cai.constitution import Constitution
 from cai.prompts import Templates
@@ -50,6 +50,7 @@ class PairVerdict(BaseModel):
     p_second: float = Field(description="P(a wins) with a shown as (B), averaged over the ensemble.")
     judgements: list[Judgement]
     identical: bool = False
+    reason: str | None = Field(None, description="Why the judge was not asked (a tie): the pair does not fit its context.")
 
     @property
     def question_ids(self) -> list[str]:
@@ -61,7 +62,7 @@ class PairVerdict(BaseModel):
         return (self.p_first > 0.5) == (self.p_second > 0.5) and (self.p_first != 0.5) == (self.p_second != 0.5)
 
     def is_tie(self, threshold: float) -> bool:
-        return self.identical or abs(self.p_a - 0.5) < threshold or self.p_a == 0.5
+        return self.identical or self.reason is not None or abs(self.p_a - 0.5) < threshold or self.p_a == 0.5
 
 
 class Judge:
@@ -104,6 +105,17 @@ class Judge:
         if item.a.strip() == item.b.strip():
             js = [Judgement(question_id=q.id, p_first=0.5, p_second=0.5) for q in questions]
             return PairVerdict(p_a=0.5, p_first=0.5, p_second=0.5, judgements=js, identical=True)
+
+        # Both orders hold the same texts: the longer of the two question renderings decides.
+        reply = (self.cfg.cot_max_tokens if self.cfg.cot else 0) + 1
+        for q in questions:
+            for first, second in ((item.a, item.b), (item.b, item.a)):
+                conv = self._question_conv(item.prompt, q.question, first, second)
+                over = overflow(self.backend, conv, reply, None if self.cfg.cot else ANSWER_PREFIX)
+                if over:
+                    js = [Judgement(question_id=q.id, p_first=0.5, p_second=0.5) for q in questions]
+                    return PairVerdict(p_a=0.5, p_first=0.5, p_second=0.5, judgements=js,
+                                       reason=f"too long for the judge: {over[0]} tokens, its context is {over[1]}")
 
         async def one(q) -> Judgement:
             first, second = await asyncio.gather(

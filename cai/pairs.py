@@ -38,6 +38,7 @@ class JudgeSummary:
     identical: int = 0
     flips: int = 0
     unpaired: int = 0
+    too_long: int = 0  # pairs that do not fit the judge's context: ties with a reason, never asked
     seconds: float = 0.0
     tie_ids: list[str] = field(default_factory=list)
     ties_where: str = f"listed in {TIES}"
@@ -50,7 +51,7 @@ class JudgeSummary:
         """Share of judged pairs with the same winner in both orders. Identical answers are left
         out: they are ties without asking the judge, so they say nothing about its position bias
         (cai eval counts the same way)."""
-        asked = self.judged - self.identical
+        asked = self.judged - self.identical - self.too_long
         return self.consistent / asked if asked else None
 
     def lines(self) -> list[str]:
@@ -67,6 +68,8 @@ class JudgeSummary:
         ]
         if self.unpaired:
             out.insert(2, f"not paired           {self.unpaired}  (generations without a revision round)")
+        if self.too_long:
+            out.insert(2, f"too long             {self.too_long}  (do not fit the judge's context: ties, with the reason)")
         if self.stats:
             st = self.stats
             out.insert(-1, f"bias on this data    longer answer wins {_pct(st['longer_wins'])}, answer shown first wins "
@@ -80,7 +83,8 @@ class JudgeSummary:
     def count(self, verdict: PairVerdict, tie: bool) -> None:
         self.judged += 1
         self.identical += verdict.identical
-        self.consistent += verdict.consistent and not verdict.identical
+        self.too_long += verdict.reason is not None
+        self.consistent += verdict.consistent and not verdict.identical and verdict.reason is None
         if tie:
             self.ties += 1
 
@@ -218,7 +222,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
                 if tie:
                     summary.tie_ids.append(pid)
                     ties.write([{**PreferenceRecord(chosen=chosen, rejected=rejected, p_chosen=p_chosen, **base).model_dump(mode="json"),
-                                 "tie": True}])
+                                 "tie": True, **({"reason": verdict.reason} if verdict.reason else {})}])
                 else:
                     summary.flips += flipped
                     prefs.write([PreferenceRecord(chosen=chosen, rejected=rejected, p_chosen=p_chosen, **base)])
@@ -346,7 +350,8 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
             summary.count(v, tie)
             winner = "tie" if tie else ("a" if v.p_a > 0.5 else "b")
             out.write([{**row, "id": str(row["id"]), "p_a": v.p_a, "p_first": v.p_first, "p_second": v.p_second,
-                        "winner": winner, "question_ids": v.question_ids}])
+                        "winner": winner, "question_ids": v.question_ids,
+                        **({"reason": v.reason} if v.reason else {})}])
             bar.update(1)
 
         t0 = time.perf_counter()

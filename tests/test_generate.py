@@ -495,3 +495,18 @@ def test_real_policy_on_vllm_with_the_reviser_on_transformers(tmp_path, vllm_bac
         assert r["initial"] and r["rounds"][0]["critique"] and isinstance(r["rounds"][0]["flags"], list)
     info = yaml.safe_load((tmp_path / "run" / "run.yaml").read_text())
     assert info["config"]["reviser_backend"] == "hf" and set(info["flag_counts"]) >= {"truncated", "unchanged"}
+
+
+@pytest.mark.slow
+def test_real_vllm_over_long_prompt_is_a_bad_row(tmp_path, vllm_backend):
+    """A 20,000-token prompt among ordinary ones: counted and skipped before the engine sees it."""
+    p = tmp_path / "p.jsonl"
+    rows_in = [{"prompt": f"Name a colour ({i})."} for i in range(4)]
+    rows_in.insert(1, {"prompt": "Summarise this. " + "word " * 20000})
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    c = GenerateConfig(prompts=str(p), rounds=1, run_dir=str(tmp_path / "run"), model="smollm2-135m",
+                       backend="vllm", few_shot=0, on_bad_row="skip", answer={"max_tokens": 12},
+                       critique={"max_tokens": 8}, revision={"max_tokens": 12})
+    s = run_generate(c, backend=vllm_backend, progress=False)
+    assert s.written == 4 and s.too_long == 1 and s.failed == 0
+    assert len(rows(tmp_path)) == 4

@@ -142,3 +142,105 @@ def test_a_full_disk_exits_1_with_one_line_and_the_rerun_resumes(tmp_path, monke
     assert res.exit_code == 0, res.output
     rows = list(read_rows(tmp_path / "run" / "generations.jsonl"))
     assert len(rows) == 6 == len({r["id"] for r in rows}) and "repaired" in res.output
+
+
+# ---------------------------------------------------------------- prompts longer than the context
+
+from tests.scripted import ScriptedBackend  # noqa: E402
+
+
+class Windowed(ScriptedBackend):
+    """A scripted engine with a context: a conversation costs one token per word, plus `per_message`."""
+
+    def __init__(self, window: int, per_message: int = 0, **kw):
+        super().__init__(**kw)
+        self.context_window, self.per_message, self.seen = window, per_message, []
+
+    def count_tokens(self, conv, prefix=None):
+        return sum(len(m["content"].split()) + self.per_message for m in conv) + len((prefix or "").split())
+
+    def chat(self, conversations, params):
+        for c in conversations:
+            assert self.count_tokens(c) + params.max_tokens <= self.context_window, "an over-long request was sent"
+        return super().chat(conversations, params)
+
+
+def long_prompts(path, n_ok: int = 4, long_words: int = 5000):
+    rows = [{"prompt": f"short question {i}"} for i in range(n_ok)]
+    rows.insert(2, {"prompt": "word " * long_words})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_an_over_long_prompt_is_a_bad_row_not_the_end_of_the_run(tmp_path):
+    from cai.config import GenerateConfig
+    from cai.generate import run_generate
+    from cai.records import read_rows
+
+    p = long_prompts(tmp_path / "p.jsonl")
+    cfg = GenerateConfig(prompts=str(p), rounds=1, run_dir=str(tmp_path / "run"), model="m", few_shot=0,
+                         on_bad_row="skip")
+    s = run_generate(cfg, backend=Windowed(1000), progress=False)
+    assert s.written == 4 and s.too_long == 1 and s.failed == 0
+    assert any(line.startswith("too long       1") for line in s.lines())
+    assert len(list(read_rows(tmp_path / "run" / "generations.jsonl"))) == 4
+    from cai.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"row 3: prompt: 5000 tokens with the few-shot prefix, plus 200 for the answer, do not fit .* 1000"):
+        run_generate(cfg.model_copy(update={"on_bad_row": "fail", "run_dir": str(tmp_path / "r2")}),
+                     backend=Windowed(1000), progress=False)
+
+
+def test_a_conversation_that_outgrows_the_context_ends_its_rounds(tmp_path):
+    from cai.config import GenerateConfig
+    from cai.generate import run_generate
+    from cai.records import read_rows
+
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    # 100 tokens a message: the answer (1 message) and the critique (3) fit 450, the revision (5) does not
+    cfg = GenerateConfig(prompts=str(p), rounds=2, run_dir=str(tmp_path / "run"), model="m", few_shot=0,
+                         answer={"max_tokens": 40}, critique={"max_tokens": 40}, revision={"max_tokens": 40})
+    s = run_generate(cfg, backend=Windowed(450, per_message=100), progress=False)
+    (row,) = read_rows(tmp_path / "run" / "generations.jsonl")
+    assert s.written == 1 and s.rounds_stopped == 1 and row["rounds"] == []
+    assert row["meta"]["rounds_stopped"].startswith("round 1 revision:") and "context of 450" in row["meta"]["rounds_stopped"]
+
+
+def test_a_pair_too_long_for_the_judge_is_a_tie_with_a_reason(tmp_path):
+    from cai.constitution import load_constitution
+    from cai.judge import Judge
+    from cai.pairs import judge_pairs_file
+    from cai.records import read_rows
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "long", "prompt": "q", "response_a": "GOOD " * 3000, "response_b": "no"}) + "\n"
+                     + json.dumps({"id": "short", "prompt": "q", "response_a": "GOOD", "response_b": "no"}) + "\n")
+    s = judge_pairs_file(pairs, tmp_path / "o.jsonl", Judge(Windowed(1000), load_constitution("default")),
+                         threshold=0.05, progress=False)
+    rows = {r["id"]: r for r in read_rows(tmp_path / "o.jsonl")}
+    assert rows["long"]["winner"] == "tie" and "too long for the judge" in rows["long"]["reason"]
+    assert rows["short"]["winner"] == "a" and "reason" not in rows["short"]
+    assert s.too_long == 1 and s.position_consistency == 1.0  # the unasked pair says nothing about bias
+
+
+def test_eval_leaves_out_prompts_too_long_for_a_model(tmp_path, monkeypatch):
+    from tests.test_evaluate import FakeModel
+
+    class WindowedFake(FakeModel):
+        context_window = 400
+
+        def count_tokens(self, conv, prefix=None):
+            return sum(len(m["content"].split()) for m in conv)
+
+    monkeypatch.setattr("cai.evaluate.load_backend", lambda name, model, **o: WindowedFake(model))
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": t, "category": "helpful"}) + "\n" for t in ["SAFE 1", "x " * 500, "SAFE 2"]))
+    args = ["eval", "--model", "model-a", "--baseline", "model-b", "--prompts", str(p), "--no-progress",
+            "--calibration", "none", "--refusal-calibration", "none"]
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "e"), "--on-bad-row", "skip"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["n"] == 2 and m["too_long"] == 1
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "f")])
+    assert res.exit_code == 2 and "row 2: prompt: 500 prompt tokens" in res.output
