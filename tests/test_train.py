@@ -526,3 +526,16 @@ def test_full_fine_tune_and_adapter_only_outputs(data, tmp_path, model_path):
     ids = torch.tensor([[1, 504, 3458, 314, 4194, 30, 2]])
     with torch.no_grad():
         assert torch.allclose(stacked(ids).logits, merged(ids).logits, atol=1e-3)
+
+
+def test_rows_over_max_length_are_counted():
+    from cai.train.common import rows_over
+
+    class Tok:
+        def apply_chat_template(self, messages, tokenize=True, return_dict=False):
+            return " ".join(m["content"] for m in messages).split()
+
+    rows = [{"messages": [{"role": "user", "content": "a b c"}, {"role": "assistant", "content": "d"}]},
+            {"messages": [{"role": "user", "content": "a " * 50}]},
+            {"prompt": "p", "chosen": [{"role": "assistant", "content": "x " * 20}], "rejected": "y"}]
+    assert rows_over(rows, Tok(), 10) == 2 and rows_over(rows, Tok(), None) == 0

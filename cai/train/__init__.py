@@ -46,6 +46,10 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
         checkpoint = common.prepare_out(out, resume, log)
     transformers.set_seed(args.seed)  # before the trainer: TRL initialises new heads (reward score) in __init__
     tokenizer = common.load_tokenizer(model_dir)
+    limit = getattr(args, "max_length", None)
+    over = common.rows_over(rows, tokenizer, limit)
+    if over:
+        log(f"data: {over} of {len(rows)} rows are longer than max_length {limit} tokens; TRL truncates them")
     job = Job(stage=stage, recipe=recipe, args=args, model=model, model_dir=model_dir, tokenizer=tokenizer,
               rows=rows, data=info, out=out, log=log)
     trainer = mod.build(job)
@@ -53,7 +57,7 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
         log(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
 
-    extra = {"train_rows": len(rows), **job.extra}
+    extra = {"train_rows": len(rows), "rows_over_max_length": over, **job.extra}
     if hasattr(mod, "evaluate"):
         extra.update(mod.evaluate(trainer, job))
     auto_cls = getattr(transformers, mod.AUTO)

@@ -568,6 +568,8 @@ def summary_lines(m: dict) -> list[str]:
         lines.append(f"held-out pairwise accuracy: {m['heldout_accuracy']:.3f} on {m['heldout_pairs']} pairs")
     if "resumed_from" in m:
         lines.append(f"resumed from: {m['resumed_from']}")
+    if m.get("rows_over_max_length"):
+        lines.append(f"rows over max_length: {m['rows_over_max_length']} of {m.get('train_rows', '?')} (truncated by TRL)")
     lines.append(f"output: {m['output']} ({m['saved']})")
     return lines
 
@@ -688,3 +690,32 @@ class Job:
 
         want = (self.args.model_init_kwargs or {}).get("dtype", "float32")
         return getattr(torch, want) if isinstance(want, str) and want != "auto" else want
+
+
+def rows_over(rows: list[dict], tokenizer, limit: int | None) -> int:
+    """How many training rows hold more than `limit` tokens once templated (TRL truncates them)."""
+    if not limit:
+        return 0
+
+    def length(messages) -> int:
+        try:
+            return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+        except Exception:  # noqa: BLE001 - a row the template rejects is TRL's to report
+            return 0
+
+    def as_messages(value, role):
+        return value if isinstance(value, list) else [{"role": role, "content": str(value)}]
+
+    n = 0
+    for r in rows:
+        if "messages" in r:
+            longest = length(r["messages"])
+        elif "chosen" in r:
+            prompt = as_messages(r.get("prompt", []), "user")
+            longest = max(length(prompt + as_messages(r[k], "assistant")) for k in ("chosen", "rejected") if k in r)
+        elif "completion" in r:
+            longest = length(as_messages(r.get("prompt", []), "user") + as_messages(r["completion"], "assistant"))
+        else:
+            continue
+        n += longest > limit
+    return n
