@@ -244,3 +244,16 @@ def test_eval_leaves_out_prompts_too_long_for_a_model(tmp_path, monkeypatch):
     assert m["n"] == 2 and m["too_long"] == 1
     res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "f")])
     assert res.exit_code == 2 and "row 2: prompt: 500 prompt tokens" in res.output
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
+    from cai.records import RunFolder
+
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    lock = RunFolder(tmp_path / "run").lock()  # as another cai process holds it
+    try:
+        res = run(["generate", "--prompts", str(p), "--run-dir", str(tmp_path / "run"), "--backend", "hf"])
+    finally:
+        lock.release()
+    assert res.exit_code == 2 and "in use by another cai process" in res.output
