@@ -152,15 +152,15 @@ def store(key: str, figures: dict, judge: Judge) -> None:
         pass  # a read-only cache only costs time
 
 
-def resolve_source(source: str | None) -> Path | None:
-    """None → the bundled hard set; "none" → no calibration; else the file, which must exist."""
+def resolve_source(source: str | None, bundled: str = HARD_SET, flag: str = "--calibration") -> Path | None:
+    """None → the bundled set; "none" → no calibration; else the file, which must exist."""
     if source is None or source == "default":
-        return bundled_file("data", HARD_SET)
+        return bundled_file("data", bundled)
     if source == "none":
         return None
     path = Path(source)
     if not path.is_file():
-        raise UsageError(f"--calibration {source}: no such file (or `none` to skip calibration)")
+        raise UsageError(f"{flag} {source}: no such file (or `none` to skip it)")
     return path
 
 
@@ -227,37 +227,23 @@ class RefusalRow(BaseModel):
 
 
 def read_refusal_rows(path: Path) -> list[RefusalRow]:
+    from cai.textfiles import json_lines
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(raw, dict):
-                raise UsageError(f"{path}: line {n}: a row is an object {{prompt, answer, refuses}}")
-            for f, kind in (("prompt", str), ("answer", str), ("refuses", bool)):
-                if f not in raw:
-                    raise UsageError(f"{path}: line {n}: {f}: missing")
-                if not isinstance(raw[f], kind):
-                    raise UsageError(f"{path}: line {n}: {f}: must be {'true or false' if kind is bool else 'a string'}")
-            rows.append(RefusalRow(prompt=raw["prompt"], answer=raw["answer"], refuses=raw["refuses"]))
+    for n, raw in json_lines(path, "an object {prompt, answer, refuses}"):
+        for f, kind in (("prompt", str), ("answer", str), ("refuses", bool)):
+            if f not in raw:
+                raise UsageError(f"{path}: line {n}: {f}: missing")
+            if not isinstance(raw[f], kind):
+                raise UsageError(f"{path}: line {n}: {f}: must be {'true or false' if kind is bool else 'a string'}")
+        rows.append(RefusalRow(prompt=raw["prompt"], answer=raw["answer"], refuses=raw["refuses"]))
     if not rows:
         raise UsageError(f"{path}: no refusal calibration rows")
     return rows
 
 
 def resolve_refusal_source(source: str | None) -> Path | None:
-    if source is None or source == "default":
-        return bundled_file("data", REFUSAL_SET)
-    if source == "none":
-        return None
-    path = Path(source)
-    if not path.is_file():
-        raise UsageError(f"--refusal-calibration {source}: no such file (or `none` to skip it)")
-    return path
+    return resolve_source(source, REFUSAL_SET, "--refusal-calibration")
 
 
 def refusal_agreement(p_refuse: Sequence[float], labels: Sequence[bool], margin: float) -> dict:

@@ -278,27 +278,22 @@ async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[Ge
 
 def read_pairs(in_path: Path) -> list[tuple[dict, list[dict]]]:
     """Outside pairs, checked: (row, prompt as messages) for rows {id, prompt, response_a, response_b}."""
+    from cai.textfiles import json_lines
+
     rows = []
-    with open(in_path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"{in_path}: line {n}: not valid JSON ({exc.msg})") from None
-            for f in ("id", "prompt", "response_a", "response_b"):
-                if f not in row:
-                    raise UsageError(f"{in_path}: line {n}: {f}: missing")
-            for f in ("response_a", "response_b"):
-                if not isinstance(row[f], str):
-                    raise UsageError(f"{in_path}: line {n}: {f}: must be a string")
-            prompt = row["prompt"]
-            if isinstance(prompt, str):
-                prompt = [{"role": "user", "content": prompt}]
-            elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)):
-                raise UsageError(f"{in_path}: line {n}: prompt: a string or a list of {{role, content}} messages")
-            rows.append((row, prompt))
+    for n, row in json_lines(in_path, "an object {id, prompt, response_a, response_b}"):
+        for f in ("id", "prompt", "response_a", "response_b"):
+            if f not in row:
+                raise UsageError(f"{in_path}: line {n}: {f}: missing")
+        for f in ("response_a", "response_b"):
+            if not isinstance(row[f], str):
+                raise UsageError(f"{in_path}: line {n}: {f}: must be a string")
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)):
+            raise UsageError(f"{in_path}: line {n}: prompt: a string or a list of {{role, content}} messages")
+        rows.append((row, prompt))
     return rows
 
 

@@ -69,3 +69,22 @@ def refuse_aliases(text: str, where: str) -> None:
     line = alias_line(text)
     if line is not None:
         raise UsageError(f"{where}:{line}: yaml: aliases (*name) are not allowed here; write the value out")
+
+
+def json_lines(path: str | Path, what: str = "an object"):
+    """(line number, object) for each non-blank line of a JSONL file; a line that is not UTF-8, not
+    JSON or not an object is a UsageError naming the file and the line."""
+    import json
+
+    with open(path, "rb") as fh:
+        for n, data in enumerate(fh, 1):
+            line = decode_utf8(data, f"{path}: line {n}")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{path}: line {n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{path}: line {n}: a row is {what}")
+            yield n, row

@@ -92,31 +92,25 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
     if cards:
         click.echo("  dataset card -> " + ", ".join(cards))
 
-    step(f"4/6 train SFT ({sft_steps} steps, LoRA, merged)")
-    t0 = time.perf_counter()
-    sft_dir = out / "sft"
-    sft_metrics: dict = {}
-    start = model
-    if sft["rows"] >= 2:
-        sft_metrics = run_stage("sft", sft["path"], model, sft_dir, overrides={"max_steps": sft_steps, "seed": seed})
-        start = str(sft_dir)
-        click.echo(f"  model -> {sft_dir}  {train_figures(sft_metrics)}")
-    else:
-        click.echo("  fewer than 2 SFT rows: skipped; DPO starts from the base model")
-    took("sft", t0)
+    def train(stage: str, data: dict, start: str, folder: Path, steps: int, skipped: str) -> dict:
+        """One training stage of the demo, or a line saying why it was skipped."""
+        t0 = time.perf_counter()
+        metrics: dict = {}
+        if data["rows"] >= 2:
+            metrics = run_stage(stage, data["path"], start, folder, overrides={"max_steps": steps, "seed": seed})
+            click.echo(f"  model -> {folder}  {train_figures(metrics)}")
+        else:
+            click.echo(f"  {skipped}: skipped")
+        took(stage, t0)
+        return metrics
 
+    step(f"4/6 train SFT ({sft_steps} steps, LoRA, merged)")
+    sft_dir, dpo_dir = out / "sft", out / "dpo"
+    sft_metrics = train("sft", sft, model, sft_dir, sft_steps, "fewer than 2 SFT rows; DPO starts from the base model")
+    start = str(sft_dir) if sft_metrics else model
     step(f"5/6 train DPO on the SFT model ({dpo_steps} steps)")
-    t0 = time.perf_counter()
-    dpo_dir = out / "dpo"
-    dpo_metrics: dict = {}
-    aligned = start
-    if dpo["rows"] >= 2:
-        dpo_metrics = run_stage("dpo", dpo["path"], start, dpo_dir, overrides={"max_steps": dpo_steps, "seed": seed})
-        aligned = str(dpo_dir)
-        click.echo(f"  model -> {dpo_dir}  {train_figures(dpo_metrics)}")
-    else:
-        click.echo("  fewer than 2 preference pairs (all ties?): skipped")
-    took("dpo", t0)
+    dpo_metrics = train("dpo", dpo, start, dpo_dir, dpo_steps, "fewer than 2 preference pairs (all ties?)")
+    aligned = str(dpo_dir) if dpo_metrics else start
     if aligned == model:
         click.echo(click.style("\n== done: nothing to train on", bold=True))
         for line in quality_lines(gsum, jsum):
