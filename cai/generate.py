@@ -82,7 +82,7 @@ class GenerateSummary:
             out.append(f"bad rows       {self.bad_rows} skipped")
         if self.too_long:
             out.append(f"too long       {self.too_long} prompts skipped: they do not fit the model's context with "
-                       "the few-shot prefix and the step's max tokens")
+                       "the answer's max tokens (and the few-shot prefix, with rounds); each is named above")
         if self.rounds_stopped:
             out.append(f"rounds ended   {self.rounds_stopped} rows stopped early: the conversation outgrew the "
                        "context (each row's meta.rounds_stopped says where)")
