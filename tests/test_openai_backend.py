@@ -350,6 +350,25 @@ def test_reviser_behind_the_openai_backend(servers, tmp_path):
     assert row["meta"]["reviser_backend"] == "openai"
 
 
+def test_an_over_long_request_is_that_records_failure_not_a_retry_loop(servers, tmp_path):
+    """A server's 400 for a prompt past its context: the row fails once, the others are written."""
+    from cai.config import GenerateConfig
+    from cai.generate import run_generate
+    from cai.records import read_rows
+
+    log, (s,) = servers(lambda cid, a: "400" if "LONG" in cid else "ok")
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in ["short one", "LONG " * 3000, "short two"]))
+    be = OpenAIBackend("served", [s.url], max_retries=3)
+    cfg = GenerateConfig(prompts=str(p), rounds=0, run_dir=str(tmp_path / "run"), model="served")
+    summary = run_generate(cfg, backend=be, progress=False)
+    assert summary.written == 2 and summary.failed == 1
+    assert len(list(read_rows(tmp_path / "run" / "generations.jsonl"))) == 2
+    (long_cid,) = [c for c in log.attempts if "LONG" in c]
+    assert log.attempts[long_cid] == 1  # asked once: a 400 is not retried
+    assert "HTTP 400" in summary.errors[0]
+
+
 def test_closed_backend_refuses():
     be = OpenAIBackend("m", "http://127.0.0.1:9")
     be.close()
