@@ -237,7 +237,10 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, reviser
                 summary.seconds = time.perf_counter() - t0
                 summary.rows_total, summary.flag_counts, summary.round_flag_counts = count_run_flags(run.generations)
                 counts = {k: v for k, v in summary.flag_counts.items() if not k.startswith("_")}
-                run.update_info(flag_counts=counts, round_flag_counts=summary.round_flag_counts)
+                try:
+                    run.update_info(flag_counts=counts, round_flag_counts=summary.round_flag_counts)
+                except OSError:  # a full disk: the error on its way up says so; the rerun records them
+                    pass
     finally:
         lock.release()
     return summary
