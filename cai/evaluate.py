@@ -302,7 +302,8 @@ def write_report(metrics: dict, rows: Sequence[dict], path: Path, *, examples: i
     s = metrics.get("settings", {})
     lines = [f"# {a['name']} vs {b['name']}", ""]
     if not metrics.get("signal", True):
-        lines += ["**No signal.** " + "; ".join(metrics.get("signal_reasons") or []) + ". The win rate below is "
+        why = "; ".join(metrics.get("signal_reasons") or [])
+        lines += ["**No signal.** " + why[:1].upper() + why[1:] + ". The win rate below is "
                   "what this judge's labels give, and they are close to chance: read it as noise, not as a finding. "
                   "Bring a stronger judge (`--judge-model`, or a served model with `--backend openai`).", ""]
     cal = (metrics.get("judge_reliability") or {}).get("calibration") or {}
