@@ -126,7 +126,8 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, ke
         if not run.preferences.exists():
             raise UsageError(f"{run_dir}: no preferences.jsonl to export (run `cai judge {run_dir}` first)")
         texts = _answer_flags(run)
-        agreement = (run.info().get("judge_calibration") or {}).get("agreement")
+        cal = run.info().get("judge_calibration") or {}
+        agreement, below = cal.get("agreement"), cal.get("below_floor")
         rows = []
         for p in read_rows(run.preferences):
             chosen_flags = next((texts[(sid, p["chosen"])] for sid in p["source_ids"] if (sid, p["chosen"]) in texts), [])
@@ -148,6 +149,7 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, ke
                 "judge_constitution_sha256": (p.get("meta") or {}).get("constitution_sha256") or "",
                 # How far the judge's labels can be trusted travels with the data (model cards read it).
                 "judge_agreement": agreement,
+                "judge_below_floor": below,
             })
         return rows
     raise UsageError(f"unknown export format {fmt!r}: sft or dpo")

@@ -263,7 +263,8 @@ def read_data(data: str | Path, fmt: Literal["sft", "dpo"], *, fallback: Literal
     if info.judge_calibration is None:
         agreements = {r["judge_agreement"] for r in rows if isinstance(r.get("judge_agreement"), (int, float))}
         if len(agreements) == 1:
-            info.judge_calibration = {"agreement": agreements.pop(), "source": "the data's judge_agreement column"}
+            info.judge_calibration = {"agreement": agreements.pop(), "source": "the data's judge_agreement column",
+                                      "below_floor": any(r.get("judge_below_floor") for r in rows)}
     return rows, info
 
 
@@ -641,9 +642,11 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
     cal = data.judge_calibration
     if cal:
         below = " (**below the floor**: the labels are close to chance)" if cal.get("below_floor") else ""
-        lines.append(f"| judge calibration | agreement {_num(cal.get('agreement'))}, position consistency "
-                     f"{_num(cal.get('position_consistency'))}, longer wins {_num(cal.get('longer_wins'))}, "
-                     f"n={cal.get('n', '?')} on {cal.get('source', '?')}{below} |")
+        figures = [f"agreement {_num(cal.get('agreement'))}"] + [
+            f"{label} {_num(cal[key])}" for key, label in (("position_consistency", "position consistency"),
+                                                           ("longer_wins", "longer wins")) if key in cal]
+        n = f", n={cal['n']}" if "n" in cal else ""
+        lines.append(f"| judge calibration | {', '.join(figures)}{n} on {cal.get('source', '?')}{below} |")
     lines += [
         f"| code version | {code_version()} |",
         "",
