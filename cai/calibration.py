@@ -84,7 +84,7 @@ def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: floa
             if la != lb:
                 decided_unequal += 1
                 longer += (w == "a") == (la > lb)
-        if not v.identical:
+        if not v.identical and v.reason is None:  # a pair the judge was not shown says nothing of bias
             asked += 1
             consistent += v.consistent
     n = len(rows)
@@ -108,7 +108,11 @@ def settings_key(judge: Judge, threshold: float, source: str | None) -> str:
     path = resolve_source(source)
     parts = {"judge": judge.describe(), "threshold": threshold, "constitution": judge.constitution.sha256(),
              "source": str(path) if path else None, "sha256": file_sha256(path) if path else None,
-             "weights": _weights_fingerprint(judge.describe().get("judge_model"))}
+             "weights": _weights_fingerprint(judge.describe().get("judge_model")),
+             # What else changes verdicts: a served judge's servers, the context (which pairs are too
+             # long), the rationale's length in CoT mode.
+             "servers": getattr(judge.backend, "base_urls", None), "context": getattr(judge.backend, "context_window", None),
+             "cot_max_tokens": judge.cfg.cot_max_tokens if judge.cfg.cot else None}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -78,9 +78,19 @@ class GenerateConfig(EngineConfig):
     reviser_base_url: str | None = Field(None, description="openai reviser: server URL(s), comma-separated.")
 
     def reviser_options(self) -> dict:
-        """The reviser's engine settings: the policy's, with its own server URLs."""
-        opts = {k: v for k, v in self.backend_options().items() if k != "base_url"}
-        return {**opts, **({"base_url": self.reviser_base_url} if self.reviser_base_url else {})}
+        """The reviser's engine settings: the policy's, with its own server URLs when it has them."""
+        opts = dict(self.backend_options())
+        if self.reviser_base_url:
+            opts["base_url"] = self.reviser_base_url
+        return opts
+
+    @property
+    def reviser_name(self) -> str | None:
+        """The reviser's model: --reviser-model, or the policy's model when only the reviser's engine
+        or server is given (the same model served elsewhere)."""
+        if self.reviser_model:
+            return self.reviser_model
+        return self.model if (self.reviser_backend or self.reviser_base_url) else None
 
 
 class JudgeSettings(EngineConfig):

@@ -451,11 +451,19 @@ def refusal_probs(backend: Backend, templates, pairs: Sequence[tuple[str, str]],
     asks = [(q, refuse_first) for q in unique for refuse_first in (True, False)]
     convs = [[{"role": "user", "content": templates.render("refusal.j2", prompt=p, answer=a, refuse_first=rf)}]
              for (p, a), rf in asks]
-    probs: list[float] = []
-    with _bar(len(convs), "refusal judge", progress) as bar:
-        for part in _chunks(convs, chunk):
-            probs += [normalise_pair(lp, *OPTIONS) for lp in backend.choice_logprobs(list(part), REFUSAL_PREFIX, OPTIONS)]
+    from cai.backends.base import overflow
+
+    # A question too long for the judge's context is not asked: undecided (0.5), as a judge with no
+    # opinion would be.
+    fits = [overflow(backend, c, 1, REFUSAL_PREFIX) is None for c in convs]
+    asked = [c for c, ok in zip(convs, fits) if ok]
+    got: list[float] = []
+    with _bar(len(asked), "refusal judge", progress) as bar:
+        for part in _chunks(asked, chunk):
+            got += [normalise_pair(lp, *OPTIONS) for lp in backend.choice_logprobs(list(part), REFUSAL_PREFIX, OPTIONS)]
             bar.update(len(part))
+    answers = iter(got)
+    probs = [next(answers) if ok else 0.5 for ok in fits]
     out = {}
     for i, q in enumerate(unique):
         p_first, p_second = probs[2 * i], probs[2 * i + 1]

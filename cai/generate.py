@@ -101,16 +101,17 @@ def default_run_dir(cfg: GenerateConfig, constitution: Constitution) -> Path:
 def resolve_reviser(cfg: GenerateConfig, policy_backend: str) -> str | None:
     """The reviser's engine name, or None when the policy revises its own answers. Checked like the
     policy's engine, before anything starts."""
-    if not cfg.reviser_model:
+    model = cfg.reviser_name
+    if not model:
         return None
     name = resolve_backend_name(cfg.reviser_backend or policy_backend)
-    same_server = (cfg.reviser_base_url or None) == (cfg.base_url or None)
-    if name == policy_backend and cfg.reviser_model == cfg.model and (name != "openai" or same_server):
+    same_server = (cfg.reviser_base_url or None) in (None, cfg.base_url or None)
+    if name == policy_backend and model == cfg.model and (name != "openai" or same_server):
         return None  # the same engine and model: one backend does both
-    check_engine(name, cfg.reviser_model, **cfg.reviser_options())
+    check_engine(name, model, **cfg.reviser_options())
     if name == "vllm" and policy_backend == "vllm":
         raise UsageError(
-            f"the policy ({cfg.model}) and the reviser ({cfg.reviser_model}) would both need a local vLLM engine, "
+            f"the policy ({cfg.model}) and the reviser ({model}) would both need a local vLLM engine, "
             "and one process holds one vLLM engine. Serve one of them with vLLM's OpenAI-compatible server "
             "(python -m vllm.entrypoints.openai.api_server --model ...) and point cai at it: "
             "--reviser-backend openai --reviser-base-url http://HOST:PORT (or use --reviser-backend hf)")
@@ -132,7 +133,7 @@ def resolve_run_config(cfg: GenerateConfig, constitution: Constitution,
                 "run_dir": str(cfg.run_dir or default_run_dir(cfg, constitution))}
     if backend is None:
         reviser = resolve_reviser(cfg, name)
-        resolved.update(reviser_backend=reviser, reviser_model=cfg.reviser_model if reviser else None,
+        resolved.update(reviser_backend=reviser, reviser_model=cfg.reviser_name if reviser else None,
                         reviser_base_url=cfg.reviser_base_url if reviser else None)
     return cfg.model_copy(update=resolved), folder
 
@@ -338,8 +339,12 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
             tokens = {"initial": ans.tokens, "critique": st.critique_tokens, "revision": st.revision_tokens}
             tokens["total"] = sum(tokens.values())
             initial_flags = answer_flags(ans.text, ans.finish_reason)
-            final_flags = ([f for f in rounds[-1].flags if not f.startswith("critique_")] if rounds
-                           else initial_flags)
+            # The row's flags describe its final text: a round whose revision came back empty kept
+            # the previous answer, and that answer's own flags.
+            final_flags = initial_flags
+            for rd in rounds:
+                if "empty" not in rd.flags:
+                    final_flags = [f for f in rd.flags if not f.startswith("critique_")]
             return GenerationRecord(
                 id=ids[s], prompt=row.messages, category=row.category, sample=s,
                 initial=ans.text.strip(), rounds=rounds,

@@ -313,16 +313,22 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
                            flips_note="pairs mode compares the responses as given, nothing is flipped")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     cal_file = calibration_path(out_path)
-    old = None
+    old, old_judge = None, None
     if cal_file.exists():
         try:
-            old = json.loads(cal_file.read_text()).get("judge_calibration")
+            saved = json.loads(cal_file.read_text())
+            old, old_judge = saved.get("judge_calibration"), saved.get("judge")
         except (json.JSONDecodeError, AttributeError):
-            old = None
+            pass
+    settings = {**judge.describe(), "threshold": threshold}
+    if old_judge and old_judge != settings and next(read_rows(out_path), None) is not None:
+        changed = sorted(k for k in set(old_judge) | set(settings) if old_judge.get(k) != settings.get(k))
+        raise UsageError(f"{out_path} holds rows judged with other settings ({', '.join(changed)}); a resumed "
+                         "file must keep one judge. Choose another --out")
     summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=window,
                                              min_agreement=min_agreement, old=old, log=log)
     _write_json(cal_file, {"judge_calibration": {k: v for k, v in summary.calibration.items() if k != "reused"},
-                           "judge": {**judge.describe(), "threshold": threshold}})
+                           "judge": settings})
     _check_floor(summary.calibration, strict, log)
     with AppendWriter(out_path) as out:
         todo = [(r, p) for r, p in rows if str(r["id"]) not in out]

@@ -17,10 +17,12 @@ import re
 # requiring the declining verb phrase itself.
 REFUSAL_PHRASES = (
     r"i(?: can ?not| can't| cannot| won't| will not| am not able to|'m not able to| am unable to|'m unable to|"
-    r" must decline| have to decline| need to decline| do not| don't)(?: be able to)? (?:help|assist|provide|give|share|support|"
+    r" must decline| have to decline| need to decline)(?: be able to)? (?:help(?! but)|assist|provide|give|share|support|"
     r"do that|do this|comply|fulfil|fulfill|create|write|generate|offer|engage|answer|tell|explain|recommend that|"
     r"go along|take part|participate|encourage|condone)",
-    r"i(?:'m| am) (?:sorry|afraid),? (?:but )?(?:i|that|this|we)",
+    r"i(?:'m| am) (?:sorry|afraid),? (?:but )?(?:i (?:can't|cannot|can not|won't|will not|am unable|'m unable|"
+    r"am not able|'m not able|must|have to|need to)|that's not something|this isn't something|"
+    r"(?:that|this) is not something|we (?:can't|cannot|won't))\b",
     r"i (?:can't|cannot|won't|will not) (?:in good conscience|ethically)",
     r"(?:as an ai|as a language model|as an assistant)[^.]{0,40}\b(?:can't|cannot|won't|unable|not able)",
     r"(?:sorry|unfortunately),? (?:but )?i (?:can't|cannot|won't|am unable|'m unable|am not able|'m not able)",

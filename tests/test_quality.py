@@ -184,3 +184,41 @@ def test_refusal_phrases_match(text):
 ])
 def test_refusal_phrases_leave_help_alone(text):
     assert not refuses(text)
+
+
+@pytest.mark.parametrize("text", [
+    "I'm sorry, it sounds like you had a rough day. Here are some tips to unwind.",
+    "I'm sorry that happened to you! Here is how to reset the router.",
+    "I can't help but admire this question. Here is the answer.",
+    "I don't recommend that you skip the warmup; here is a routine.",
+])
+def test_refusal_phrases_leave_sympathy_and_advice_alone(text):
+    assert not refuses(text)
+
+
+def test_a_final_answer_kept_from_an_earlier_round_has_that_rounds_flags(tmp_path):
+    import json
+
+    from cai.config import GenerateConfig
+    from cai.generate import run_generate
+    from cai.records import read_rows
+    from tests.scripted import ScriptedBackend
+
+    class EmptyLast(ScriptedBackend):
+        """Revises well once, then answers the second revision request with chatter only."""
+
+        def chat(self, conversations, params):
+            out = super().chat(conversations, params)
+            for conv, comps in zip(conversations, out):
+                if "Reply with the rewritten response only" in conv[-1]["content"] and "GOOD" in conv[-4]["content"]:
+                    comps[0] = comps[0].model_copy(update={"text": "Sure, here is a revised response:"})
+            return out
+
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    run_generate(GenerateConfig(prompts=str(p), rounds=2, run_dir=str(tmp_path / "run"), model="m", few_shot=0),
+                 backend=EmptyLast(), progress=False)
+    (row,) = read_rows(tmp_path / "run" / "generations.jsonl")
+    assert "empty" in row["rounds"][1]["flags"] and row["final"] == row["rounds"][0]["revision"]
+    assert row["flags"] == [f for f in row["rounds"][0]["flags"] if not f.startswith("critique_")]
+    assert "empty" not in row["flags"]

@@ -361,3 +361,49 @@ def test_two_local_vllm_engines_are_refused_with_exit_2(tmp_path):
         assert resolve_reviser(GenerateConfig(backend="vllm", reviser_model=cfg.model), "vllm") is None
     finally:
         gen.check_engine = gen_check
+
+
+def test_a_pairs_output_keeps_one_judge(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"id": "x", "prompt": "hi", "response_a": "GOOD", "response_b": "no"}) + "\n")
+    out = tmp_path / "o.jsonl"
+    judge_pairs_file(pairs, out, Judge(ScriptedBackend(), load_constitution("default")), threshold=0.05,
+                     progress=False)
+    from cai.errors import UsageError
+
+    with pytest.raises(UsageError, match="other settings .*ensemble"):
+        judge_pairs_file(pairs, out, Judge(ScriptedBackend(), load_constitution("default"), JudgeConfig(ensemble=2)),
+                         threshold=0.05, progress=False)
+
+
+def test_a_reviser_engine_without_a_reviser_model_serves_the_policy_model():
+    from cai.generate import resolve_reviser
+
+    import cai.generate as gen
+
+    real = gen.check_engine
+    try:
+        gen.check_engine = lambda *a, **k: ("hf", None)
+        cfg = GenerateConfig(backend="vllm", model="smollm2-135m", reviser_backend="hf")
+        assert cfg.reviser_name == "smollm2-135m" and resolve_reviser(cfg, "vllm") == "hf"
+        same = GenerateConfig(backend="openai", base_url="http://a:1", model="m", reviser_model="big")
+        assert resolve_reviser(same, "openai") == "openai" and same.reviser_options()["base_url"] == "http://a:1"
+    finally:
+        gen.check_engine = real
+
+
+def test_a_refusal_question_too_long_for_the_judge_is_undecided():
+    from cai.evaluate import refusal_probs
+    from cai.prompts import Templates
+
+    class Small(ScriptedBackend):
+        context_window = 300
+
+        def count_tokens(self, conv, prefix=None):
+            return sum(len(m["content"].split()) for m in conv)
+
+        def choice_logprobs(self, conversations, assistant_prefix, options):
+            return [{options[0]: math.log(0.9), options[1]: math.log(0.1)} for _ in conversations]
+
+    p = refusal_probs(Small(), Templates(), [("q", "short answer"), ("q", "long " * 400)], chunk=8, progress=False)
+    assert p[("q", "long " * 400)] == 0.5 and p[("q", "short answer")] == pytest.approx(0.5)  # 0.9 and 1-0.9 averaged
