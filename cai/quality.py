@@ -62,7 +62,8 @@ _UNIT_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
 _META = re.compile(
     r"^\s*(?:the|this|that|my|your|our|its|the\s+(?:original|previous|above|revised|last|initial))\s+"
     r"(?:original\s+|previous\s+|above\s+|revised\s+|last\s+|initial\s+)?"
-    r"(?:request|response|responses|sentence|critique|revision|reply|text|statement|paragraph|answer)\s+"
+    # not "answer": "The answer is 42." is an answer
+    r"(?:request|response|responses|sentence|critique|revision|reply|text|statement|paragraph)\s+"
     r"(?:is|was|are|were|does|do|did|doesn't|does not|isn't|is not|has|had|lacks|seems|contains|should|"
     r"could|would|can|cannot|can't|needs|must|will)\b",
     re.IGNORECASE,

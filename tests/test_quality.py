@@ -121,7 +121,7 @@ def test_meta_flags_text_about_the_text(text):
     assert is_meta(text)
 
 
-@pytest.mark.parametrize("text", [PLAIN, "The answer to 6 x 7 is 42.", "The Eiffel Tower is 330 metres tall.",
+@pytest.mark.parametrize("text", [PLAIN, "The answer to 6 x 7 is 42.", "The answer is 42.", "The Eiffel Tower is 330 metres tall.",
                                   "The request you describe is a common one: start by opening the settings menu, "
                                   "then choose Accounts, then Passwords, and follow the steps there to reset it."])
 def test_meta_leaves_answers_alone(text):
