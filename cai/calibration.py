@@ -168,26 +168,30 @@ def resolve_source(source: str | None, bundled: str = HARD_SET, flag: str = "--c
     return path
 
 
+def with_floor(cal: dict, min_agreement: float) -> dict:
+    """The calibration judged against this run's floor (a reused one may have had another)."""
+    agreement = cal.get("agreement")
+    return {**cal, "min_agreement": min_agreement, "below_floor": agreement is not None and agreement < min_agreement}
+
+
 def calibrate(judge: Judge, source: str | None, *, threshold: float, window: int = 128,
-              min_agreement: float = MIN_AGREEMENT) -> dict:
-    """The judge's calibration record (what run.yaml's `judge_calibration` holds)."""
+              min_agreement: float = MIN_AGREEMENT, key: str | None = None) -> dict:
+    """The judge's calibration record (what run.yaml's `judge_calibration` holds). `key`: its
+    settings_key, when the caller has it already."""
     path = resolve_source(source)
-    key = settings_key(judge, threshold, source)
+    key = key or settings_key(judge, threshold, source)
     if path is None:
         return {"skipped": True, "settings": key}
     hit = cached(key)
     if hit is not None:
-        hit = {**hit, "reused": True}
-        hit.update(min_agreement=min_agreement, below_floor=hit["agreement"] is not None and hit["agreement"] < min_agreement)
-        return hit
+        return with_floor({**hit, "reused": True}, min_agreement)
     figures = judge_file(judge, path, threshold, window).model_dump()
     if source in (None, "default"):
         easy = judge_file(judge, bundled_file("data", EASY_SET), threshold, window).model_dump()
         figures["easy"] = easy
         figures["source"] = f"bundled:{HARD_SET}"
         easy["source"] = f"bundled:{EASY_SET}"
-    figures.update(min_agreement=min_agreement, settings=key,
-                   below_floor=figures["agreement"] is not None and figures["agreement"] < min_agreement)
+    figures = with_floor({**figures, "settings": key}, min_agreement)
     store(key, figures, judge)
     return figures
 

@@ -311,7 +311,7 @@ def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, al
     if flag_counts:
         lines += ["", "Quality flags on the run's final answers: " + ", ".join(f"{k} {v}" for k, v in flag_counts.items())
                   + " (see cai/quality.py for what each means)."]
-    lines += calibration_lines(info)
+    lines += card_calibration(info)
     lines += ["", "### Categories", "", "| category | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(cats.items())]
     lines += ["", "Columns TRL reads: " + ("`messages`." if stats["format"] == "sft" else "`prompt`, `chosen`, `rejected`."),
@@ -320,7 +320,7 @@ def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, al
     return "\n".join(lines) + "\n"
 
 
-def calibration_lines(info: dict) -> list[str]:
+def card_calibration(info: dict) -> list[str]:
     """The judge's calibration as a card section: every card made from judged data carries it."""
     cal = info.get("judge_calibration")
     if not cal:

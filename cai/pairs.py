@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from cai.batching import Batcher, run_interruptible
-from cai.calibration import MIN_AGREEMENT, calibrate, calibration_lines, floor_paragraph, settings_key
+from cai.calibration import MIN_AGREEMENT, calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
 from cai.errors import Failure, UsageError
 from cai.judge import Judge, PairInput, PairVerdict
 from cai.records import (TIES, AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows,
@@ -118,18 +118,15 @@ def ensure_calibration(judge: Judge, source: str | None, *, threshold: float, wi
         return {"skipped": True}
     key = settings_key(judge, threshold, source)
     if old and old.get("settings") == key and not old.get("skipped"):
-        cal = {**old, "min_agreement": min_agreement, "reused": True}
-    else:
-        log("judge: calibrating on labelled pairs with the judge's own settings (--calibration none skips it)")
-        cal = calibrate(judge, source, threshold=threshold, window=window, min_agreement=min_agreement)
-        if cal.get("reused"):
-            log("judge: calibration measured earlier with the same judge, settings and set: reused")
-    if cal.get("agreement") is not None:
-        cal["below_floor"] = cal["agreement"] < min_agreement
+        return with_floor({**old, "reused": True}, min_agreement)
+    log("judge: calibrating on labelled pairs with the judge's own settings (--calibration none skips it)")
+    cal = calibrate(judge, source, threshold=threshold, window=window, min_agreement=min_agreement, key=key)
+    if cal.get("reused"):
+        log("judge: calibration measured earlier with the same judge, settings and set: reused")
     return cal
 
 
-def _check_floor(cal: dict | None, strict: bool, log) -> None:
+def _check_floor(cal: dict | None, strict: bool) -> None:
     if not cal or not cal.get("below_floor"):
         return
     if strict:
@@ -191,7 +188,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
                                                  min_agreement=min_agreement,
                                                  old=run.info().get("judge_calibration"), log=log)
         run.update_info(judge_calibration={k: v for k, v in summary.calibration.items() if k != "reused"})
-        _check_floor(summary.calibration, strict, log)
+        _check_floor(summary.calibration, strict)
         with AppendWriter(run.preferences) as prefs, AppendWriter(run.ties) as ties:
             todo = []
             for src, item in units:
@@ -329,7 +326,7 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
                                              min_agreement=min_agreement, old=old, log=log)
     _write_json(cal_file, {"judge_calibration": {k: v for k, v in summary.calibration.items() if k != "reused"},
                            "judge": settings})
-    _check_floor(summary.calibration, strict, log)
+    _check_floor(summary.calibration, strict)
     with AppendWriter(out_path) as out:
         todo = [(r, p) for r, p in rows if str(r["id"]) not in out]
         summary.skipped = len(rows) - len(todo)

@@ -27,10 +27,10 @@ class Templates:
             override = Path(override_dir)
             if not override.is_dir():
                 raise UsageError(f"--templates {override}: not a folder")
-            from cai.textfiles import check_utf8_file
+            from cai.textfiles import read_utf8
 
             for f in sorted(override.glob("*.j2")):  # jinja2 would fail on the first render, as exit 1
-                check_utf8_file(f)
+                read_utf8(f)
             dirs.insert(0, str(override))
         self.dirs = dirs
         self.env = SandboxedEnvironment(

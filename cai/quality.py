@@ -24,7 +24,6 @@ from collections import Counter
 from typing import Iterable
 
 FLAGS = ("truncated", "repetition", "echo", "meta", "empty", "unchanged")
-CRITIQUE_FLAGS = ("critique_truncated", "critique_repetition", "critique_empty", "critique_vague")
 # Flags that say nothing bad about the text itself: a revision may rightly keep a good answer.
 INFORMATIVE = frozenset({"unchanged"})
 
@@ -180,10 +179,6 @@ def critique_flags(critique: str, *, answer: str, finish_reason: str | None) -> 
 def excluding(flags: Iterable[str]) -> list[str]:
     """The flags that keep a text out of training data by default."""
     return [f for f in flags if f in FLAGS and f not in INFORMATIVE]
-
-
-def count_flags(counts: Counter, flags: Iterable[str]) -> None:
-    counts.update(flags)
 
 
 def flag_line(counts: Counter | dict) -> str:

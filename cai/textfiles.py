@@ -31,11 +31,6 @@ def read_utf8(path: str | Path) -> str:
     return decode_utf8(data, str(path))
 
 
-def check_utf8_file(path: str | Path) -> None:
-    """A small file (a template) is UTF-8, or a UsageError names the first bad byte and its offset."""
-    read_utf8(path)
-
-
 def alias_line(text: str) -> int | None:
     """The line (1-based) of the first YAML alias (`*name`) in `text`, or None. Scanning tokens
     expands nothing, so this is cheap even on a bomb; a text the scanner rejects is left to the
