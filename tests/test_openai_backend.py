@@ -22,8 +22,11 @@ from typing import Callable
 import httpx
 import pytest
 
+from cai.backends import load_backend
 from cai.backends.base import SamplingParams, normalise_pair
 from cai.backends.openai import OpenAIBackend, _per_sample_tokens, _retry_after, split_tokens
+from cai.config import EngineConfig
+from cai.errors import UsageError
 
 KEY_ENV = "CAI_TEST_OPENAI_KEY"
 SECRET = "sk-test-5f2b9c1e-do-not-leak"
@@ -394,6 +397,28 @@ def test_helpers():
         OpenAIBackend("m", [])
     with pytest.raises(ValueError):
         OpenAIBackend("m", "127.0.0.1:8000")
+
+
+def test_openai_limits_reach_the_backend(monkeypatch):
+    for var in ("CAI_OPENAI_TIMEOUT", "CAI_OPENAI_CONCURRENCY", "CAI_OPENAI_MAX_RETRIES", "CAI_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = EngineConfig(model="served", backend="openai", base_url="http://127.0.0.1:9", request_timeout=3.5,
+                       concurrency=2, max_retries=1)
+    be = load_backend(cfg.backend, cfg.model, **cfg.backend_options())
+    assert (be.timeout, be.concurrency, be.max_retries) == (3.5, 2, 1)
+    be.close()
+    # unset: the environment, then the backend's own defaults; a flag beats the environment
+    monkeypatch.setenv("CAI_OPENAI_TIMEOUT", "7")
+    monkeypatch.setenv("CAI_OPENAI_CONCURRENCY", "3")
+    be = load_backend("openai", "served", base_url="http://127.0.0.1:9")
+    assert (be.timeout, be.concurrency, be.max_retries) == (7.0, 3, 5)
+    be.close()
+    be = load_backend("openai", "served", base_url="http://127.0.0.1:9", concurrency=9)
+    assert be.concurrency == 9
+    be.close()
+    monkeypatch.setenv("CAI_OPENAI_CONCURRENCY", "many")
+    with pytest.raises(UsageError, match="CAI_OPENAI_CONCURRENCY: 'many' is not a whole number"):
+        load_backend("openai", "served", base_url="http://127.0.0.1:9")
 
 
 # ---------------------------------------------------------------------------------------------
