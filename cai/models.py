@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cai.atomic import building_folder, file_lock
 from cai.errors import UsageError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -138,30 +139,18 @@ def _cached(final: Path, build, *, verify: bool = False, log=None) -> Path:
     Concurrent callers block on a lock; the entry is built in a temporary sibling folder and
     renamed into place, so nobody ever sees half a model; a damaged entry is replaced.
     """
-    from filelock import FileLock
-
-    name = final.name
     check = verify_hashes if verify else check_entry
     if final.exists() and check(final) is None:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(final.parent / f".{name}.lock")):
+    with file_lock(final, timeout=None):
         problem = check(final) if final.exists() else "not built yet"
         if problem is None:  # another process built it while we waited
             return final
         if log:
-            log(f"building {name} in {final} ({problem})")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
-        os.chmod(tmp, 0o755)
-        try:
+            log(f"building {final.name} in {final} ({problem})")
+        with building_folder(final) as tmp:
             build(tmp)
-            if final.exists():
-                trash = final.with_name(f".{name}-broken-{os.getpid()}")
-                os.replace(final, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

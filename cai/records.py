@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai.atomic import acquire, write_atomic
 from cai.errors import Failure, UsageError
 
 
@@ -226,15 +227,9 @@ class RunFolder:
         return yaml.safe_load(f.read_text()) or {}
 
     def lock(self):
-        from filelock import FileLock, Timeout
-
+        """Held for a whole stage (the caller releases it): one cai process per run folder."""
         self.path.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.path / ".lock"))
-        try:
-            lock.acquire(timeout=1)
-        except Timeout:
-            raise UsageError(f"{self.path} is in use by another cai process") from None
-        return lock
+        return acquire(self.path / ".lock", timeout=1, busy=f"{self.path} is in use by another cai process")
 
     def start(self, info: dict, *, identity: tuple[str, ...], force_new: bool) -> None:
         """Write run.yaml, or check that an existing run was made with the same identity keys."""
@@ -290,6 +285,4 @@ class RunFolder:
 
     def _write_info(self, info: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f".{RUN_YAML}.tmp"
-        tmp.write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=100))
-        os.replace(tmp, self.path / RUN_YAML)
+        write_atomic(self.path / RUN_YAML, yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=100))
