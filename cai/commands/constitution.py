@@ -1,7 +1,8 @@
 """`cai constitution ...`: list, show, create, check, edit and compare constitution files.
 
-Every change goes through `cai.constitution.update_file`: it keeps the file's comments, order and
-quoting, bumps the version, refuses an invalid result and writes atomically under a lock.
+Every change goes through `cai.constitution.update_file` (or `save_text`, for a whole text from
+$EDITOR): it keeps the file's comments, order and quoting, bumps the version, refuses an invalid
+result and writes atomically under a lock.
 """
 
 from __future__ import annotations
@@ -119,11 +120,7 @@ def new(path: Path, source: str | None) -> None:
     errors = cc.errors_only(problems)
     if errors:
         raise RuntimeError(f"new constitution would be invalid: {errors[0]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with cc.file_lock(path):
-        if path.exists():
-            raise UsageError(f"{path} already exists")
-        cc.write_atomic(path, text)
+    cc.create_file(path, text)
     click.echo(f"created {path}" + (f" from {source}" if source else ""))
 
 
@@ -235,11 +232,18 @@ def set_(path: Path, ident: str, field: str, value: str) -> None:
     _changed(cc.update_file(path, change), f"set {ident}.{field}")
 
 
-def _recovery_path(path: Path) -> Path:
-    candidate, n = path.with_name(path.name + ".edit-recovery"), 1
-    while candidate.exists():
-        candidate, n = path.with_name(f"{path.name}.edit-recovery.{n}"), n + 1
-    return candidate
+def _keep_for_recovery(path: Path, text: str) -> Path:
+    """Write `text` to the first free PATH.edit-recovery[.N]; created exclusively, so two refused
+    edits never write over each other's text."""
+    n = 0
+    while True:
+        candidate = path.with_name(f"{path.name}.edit-recovery" + (f".{n}" if n else ""))
+        try:
+            with open(candidate, "x", encoding="utf-8") as f:
+                f.write(text)
+            return candidate
+        except FileExistsError:
+            n += 1
 
 
 @constitution.command()
@@ -251,30 +255,15 @@ def edit(path: Path) -> None:
     if edited is None or edited == original:
         click.echo(f"no change to {path}")
         return
-    with cc.file_lock(path):
-        # The editor may stay open for a long time, so the lock is taken only to save.
-        problems: list[cc.Problem] = []
-        if cc.read_text(path) != original:
-            reason = f"{path} changed while you were editing"
-        else:
-            after, problems = cc.check_text(edited, str(path))
-            reason = "" if after else f"{path} would be invalid"
-        if reason:
-            recovery = _recovery_path(path)
-            recovery.write_text(edited, encoding="utf-8")
-            for p in problems:
-                click.echo(str(p), err=True)
-            raise UsageError(f"not saved: {reason}; your text is in {recovery}")
-        editor = cc.Editor(edited)
-        # A version the user set by hand wins; otherwise this edit bumps it like any other change.
-        # (The original may be invalid, even unparsable: fixing a broken file is what edit is for.)
-        try:
-            before = str(cc.Editor(original).doc.get("version"))
-        except UsageError:
-            before = None
-        old, new = (before, after.version) if before != after.version else editor.bump()
-        cc.write_atomic(path, editor.text)
-    click.echo(f"saved {path} (version {old} → {new})")
+    # The editor may stay open for a long time, so the file is locked only to save.
+    try:
+        change = cc.save_text(path, original, edited)
+    except cc.NotSaved as exc:
+        recovery = _keep_for_recovery(path, edited)
+        for p in exc.problems:
+            click.echo(str(p), err=True)
+        raise UsageError(f"{exc}; your text is in {recovery}") from None
+    click.echo(f"saved {path} (version {change.old_version} → {change.new_version})")
 
 
 def _short(value, width: int = 60) -> str:
