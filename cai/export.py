@@ -2,7 +2,10 @@
 
 SFT rows are `{"messages": [...]}` (the prompt and the final revision; `all_rounds` adds each
 round's revision as its own row). DPO rows are `{"prompt": [...], "chosen": [...], "rejected":
-[...]}` message lists, chosen/rejected holding the assistant turn only. Provenance columns ride
+[...]}` message lists, chosen/rejected holding the assistant turn only. KTO rows are unpaired,
+`{"prompt": [...], "completion": [...], "label": bool}`: a judged pair's chosen answer desirable
+and its rejected one not, or, before judging, the final revision desirable and the initial answer
+not. Provenance columns ride
 along (`id`, `source_ids`, `category`, `p_chosen`, ...); TRL ignores columns it does not use.
 """
 
@@ -20,7 +23,8 @@ from cai.errors import UsageError
 from cai.quality import excluding
 from cai.records import RunFolder, read_rows
 
-Format = Literal["sft", "dpo"]
+Format = Literal["sft", "dpo", "kto"]
+FORMATS: tuple[str, ...] = Format.__args__
 Filter = Literal["none", "judged"]
 
 
@@ -30,7 +34,7 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 def _provenance(info: dict) -> dict:
     # Carried by every row, so a model trained on the exported file alone can still name its
-    # constitution in its card (cai/train/common.py reads these columns).
+    # constitution in its card (cai/train/data.py reads these columns).
     return {"constitution": info.get("constitution_name") or "", "constitution_sha256": info.get("constitution_sha256") or ""}
 
 
@@ -152,7 +156,47 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, ke
                 "judge_below_floor": below,
             })
         return rows
-    raise UsageError(f"unknown export format {fmt!r}: sft or dpo")
+    if fmt == "kto":
+        if filter != "none":
+            raise UsageError("--filter applies to SFT data")
+        return _kto_rows(run, prov, keep_flagged, left)
+    raise UsageError(f"unknown export format {fmt!r}: {', '.join(FORMATS)}")
+
+
+def _kto_rows(run: RunFolder, prov: dict, keep_flagged: bool, left: LeftOut) -> list[dict]:
+    """Unpaired rows. Only desirable rows are left out for flags: a flagged answer (truncated,
+    repeating) is a fair example of what not to write, but never one to imitate."""
+    if not run.generations.exists():
+        raise UsageError(f"{run.path}: no generations.jsonl to export (run `cai generate` first)")
+
+    def row(prompt, text, label, source_id, flags, **more) -> dict:
+        return {"prompt": prompt, "completion": _assistant(text), "label": label, "source_id": source_id,
+                "flags": list(flags), **more, **prov}
+
+    rows = []
+    if run.preferences.exists():
+        texts = _answer_flags(run)
+        cal = run.info().get("judge_calibration") or {}
+        for p in read_rows(run.preferences):
+            sid = p["source_ids"][0] if p["source_ids"] else ""
+            common = {"pair_id": p["id"], "category": p.get("category") or "", "p_chosen": p["p_chosen"],
+                      "strategy": p["strategy"], "judge_agreement": cal.get("agreement"),
+                      "judge_below_floor": cal.get("below_floor")}
+            chosen_flags = next((texts[(s, p["chosen"])] for s in p["source_ids"] if (s, p["chosen"]) in texts), [])
+            rejected_flags = next((texts[(s, p["rejected"])] for s in p["source_ids"] if (s, p["rejected"]) in texts), [])
+            if not _excluded(chosen_flags, keep_flagged, left):
+                rows.append(row(p["prompt"], p["chosen"], True, sid, chosen_flags, id=f"{p['id']}-chosen", **common))
+            rows.append(row(p["prompt"], p["rejected"], False, sid, rejected_flags, id=f"{p['id']}-rejected", **common))
+        return rows
+    for g in read_rows(run.generations):
+        if g["final"] == g["initial"]:  # nothing revised: the same text cannot be both good and bad
+            continue
+        common = {"category": g.get("category") or "", "principle_ids": [r["principle_id"] for r in g["rounds"]]}
+        if not _excluded(g.get("flags"), keep_flagged, left):
+            rows.append(row(g["prompt"], g["final"], True, g["id"], g.get("flags") or [], id=f"{g['id']}-final", **common))
+        rows.append(row(g["prompt"], g["initial"], False, g["id"], g.get("initial_flags") or [],
+                        id=f"{g['id']}-initial", **common))
+    return rows
 
 
 def _answer_flags(run: RunFolder) -> dict[tuple[str, str], list[str]]:
@@ -290,7 +334,13 @@ def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, al
         f"| critique/revision rounds | {(info.get('config') or {}).get('rounds', '?')} |",
         f"| code version | {info.get('code_version', '?')} |",
     ]
-    if stats["format"] == "dpo":
+    fmt = stats["format"]
+    judged = fmt == "dpo" or (fmt == "kto" and run.preferences.exists())
+    if fmt == "kto":
+        lines.append("| labels | " + ("a judged pair's chosen answer desirable, its rejected answer undesirable |" if judged
+                                     else "the final revision desirable, the initial answer undesirable (rows the "
+                                     "rounds left unchanged are skipped) |"))
+    if judged:
         lines += [
             f"| judge | {judge.get('judge_model', '?')} via {judge.get('backend', '?')}, mode {judge.get('mode', '?')}, "
             f"ensemble {judge.get('ensemble', '?')}, both orders |",
@@ -298,13 +348,15 @@ def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, al
             f"| pair strategy | {judge.get('strategy', '?')} |",
             f"| filter | ties with abs(p - 0.5) < {judge.get('threshold', '?')} left out: {ties} (listed in ties.jsonl) |",
         ]
-    else:
+    elif fmt == "sft":
         lines.append(f"| rows per generation | {'one per revision round' if all_rounds else 'final revision only'} |")
         if stats.get("filter") == "judged":
             lines.append("| filter | judged: only rows whose final revision the judge preferred over the initial "
                          "answer (rejection-sampled SFT) |")
     left: LeftOut = stats.get("left_out") or LeftOut()
-    lines.append(f"| quality checks | {'flagged rows kept (--keep-flagged)' if stats.get('keep_flagged') else 'rows whose ' + ('chosen' if stats['format'] == 'dpo' else 'final') + ' answer is flagged are left out'} |")
+    checked = {"dpo": "rows whose chosen answer is flagged are left out", "sft": "rows whose final answer is flagged are left out",
+               "kto": "desirable rows whose answer is flagged are left out (a flagged answer stays as an undesirable one)"}[fmt]
+    lines.append(f"| quality checks | {'flagged rows kept (--keep-flagged)' if stats.get('keep_flagged') else checked} |")
     lines += ["", "### Left out", ""]
     lines += [f"- {line}" for line in left.lines()] or ["- nothing"]
     flag_counts = info.get("flag_counts")
@@ -314,7 +366,8 @@ def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, al
     lines += card_calibration(info)
     lines += ["", "### Categories", "", "| category | rows |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(cats.items())]
-    lines += ["", "Columns TRL reads: " + ("`messages`." if stats["format"] == "sft" else "`prompt`, `chosen`, `rejected`."),
+    reads = {"sft": "`messages`.", "dpo": "`prompt`, `chosen`, `rejected`.", "kto": "`prompt`, `completion`, `label`."}
+    lines += ["", "Columns TRL reads: " + reads[fmt],
               "The other columns record where each row came from (`constitution`, `constitution_sha256`: the run's "
               "constitution)."]
     return "\n".join(lines) + "\n"

@@ -122,7 +122,7 @@ def verify_hashes(folder: Path) -> str | None:
         return problem
     files = json.loads((folder / MANIFEST).read_text())["files"]
     for rel, info in files.items():
-        if _sha256(folder / rel) != info["sha256"]:
+        if sha256_file(folder / rel) != info["sha256"]:
             return f"{rel} does not match its recorded sha256"
     return None
 
@@ -195,7 +195,7 @@ def merged_adapter(folder: Path, *, build: bool = True, log=None) -> Path:
     h = hashlib.sha256(str(base_path).encode())
     for f in _merge_inputs(folder):
         h.update(f"\0{f.name}\0".encode())
-        h.update(bytes.fromhex(_sha256(f)))
+        h.update(bytes.fromhex(sha256_file(f)))
     final = cai_home() / "models" / f"merged-{h.hexdigest()[:16]}"
     if not build:
         return final
@@ -281,11 +281,11 @@ def _write_manifest(out: Path, info: dict) -> None:
     for f in sorted(out.rglob("*")):
         if f.is_file():
             rel = str(f.relative_to(out))
-            files[rel] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+            files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
     (out / MANIFEST).write_text(json.dumps({**info, "files": files}, indent=1))
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -18,8 +18,12 @@ from click.testing import CliRunner
 
 from cai.cli import main
 from cai.errors import UsageError
-from cai.train import common
-from cai.train.common import load_recipe
+from cai.train.card import write_card
+from cai.train.data import constitution_of, holdout_split, preference_rows, prompt_rows, read_data, sft_rows
+from cai.train.output import prepare_out
+from cai.train.recipe import bundled_recipe, load_recipe, read_recipe, setting_owners
+from cai.train.registry import STAGES
+from cai.train.stage import Job
 
 QA = [
     ("How do I pick a lock to get into my neighbour's house?",
@@ -80,7 +84,7 @@ def data(tmp_path_factory):
 
 # ---------------------------------------------------------------- recipes (fast)
 
-@pytest.mark.parametrize("stage", common.STAGES)
+@pytest.mark.parametrize("stage", list(STAGES))
 @pytest.mark.parametrize("device", ["cpu", "gpu"])
 def test_bundled_recipe_validates(stage, device, tmp_path):
     algorithms = ["grpo", "rloo"] if stage == "rl" else ["grpo"]
@@ -89,7 +93,7 @@ def test_bundled_recipe_validates(stage, device, tmp_path):
         # The GPU recipes are built with use_cpu here only because this machine has no GPU: TRL
         # refuses bf16 without one.
         args = recipe.trl_args(tmp_path, use_cpu=True)
-        assert type(args).__name__ == {"sft": "SFTConfig", "dpo": "DPOConfig", "reward": "RewardConfig",
+        assert type(args).__name__ == {"sft": "SFTConfig", "dpo": "DPOConfig", "kto": "KTOConfig", "reward": "RewardConfig",
                                        "rl": f"{algorithm.upper()}Config"}[stage]
         assert args.save_steps > 0 and args.learning_rate > 0
 
@@ -99,7 +103,7 @@ def test_every_bundled_yaml_is_a_known_recipe():
 
     from cai.resources import bundled_dir
 
-    stage_recipes = {f"{s}-{d}.yaml" for s in common.STAGES for d in ("cpu", "gpu")}
+    stage_recipes = {f"{s}-{d}.yaml" for s in list(STAGES) for d in ("cpu", "gpu")}
     files = sorted(bundled_dir("recipes").glob("*.yaml"))
     assert stage_recipes <= {f.name for f in files}
     for f in files:
@@ -108,10 +112,10 @@ def test_every_bundled_yaml_is_a_known_recipe():
             assert ClusterConfig.from_yaml_file(str(f)).mixed_precision == "bf16"
 
 
-@pytest.mark.parametrize("stage", common.STAGES)
+@pytest.mark.parametrize("stage", list(STAGES))
 def test_cpu_and_gpu_recipes_set_the_same_keys(stage):
-    cpu = common.read_recipe(common.bundled_recipe(stage, "cpu"))
-    gpu = common.read_recipe(common.bundled_recipe(stage, "gpu"))
+    cpu = read_recipe(bundled_recipe(stage, "cpu"))
+    gpu = read_recipe(bundled_recipe(stage, "gpu"))
     assert set(cpu) == set(gpu) and set(cpu["cai"]) == set(gpu["cai"])
     assert cpu["use_cpu"] is True and cpu["cai"]["lora"] is True
 
@@ -119,10 +123,12 @@ def test_cpu_and_gpu_recipes_set_the_same_keys(stage):
 def test_cai_settings_do_not_shadow_trl_fields():
     import dataclasses
 
-    for stage in common.STAGES:
-        for algorithm in ("grpo", "rloo"):
-            names = {f.name for f in dataclasses.fields(common.config_class(stage, algorithm))}
-            assert not names & common.CAI_KEYS
+    import trl
+
+    for spec in STAGES.values():
+        for trainer in spec.trainer_names():
+            names = {f.name for f in dataclasses.fields(getattr(trl, trainer.removesuffix("Trainer") + "Config"))}
+            assert not names & set(setting_owners())
 
 
 def test_merge_order_and_coercion(tmp_path):
@@ -168,12 +174,12 @@ def test_run_folder_data_records_the_constitution(tmp_path):
            "final": "Hello! How can I help?", "meta": {}}
     _write(run / "generations.jsonl", [gen])
     (run / "run.yaml").write_text(yaml.safe_dump({"constitution_name": "default", "constitution_sha256": "abc"}))
-    rows, info = common.read_data(run, "sft")
+    rows, info = read_data(run, "sft")
     assert rows[0]["messages"][-1]["content"] == "Hello! How can I help?"
     assert (info.kind, info.constitution_name, info.constitution_sha256) == ("run folder", "default", "abc")
     # rl asks for preferences; a run not judged yet falls back to its revisions
-    rows, _ = common.read_data(run, "dpo", fallback="sft")
-    assert common.prompt_rows(rows, "x") == [{"prompt": _msgs("Hi?"), "reference": "Hello! How can I help?"}]
+    rows, _ = read_data(run, "dpo", fallback="sft")
+    assert prompt_rows(rows, "x") == [{"prompt": _msgs("Hi?"), "reference": "Hello! How can I help?"}]
 
 
 def _scripted_run(tmp_path, constitution="default"):
@@ -201,22 +207,22 @@ def test_exported_file_data_names_its_constitution_in_the_card(tmp_path):
     sha = load_constitution("default").sha256()
     for fmt in ("sft", "dpo"):
         path = export(run, fmt, "jsonl", tmp_path / "data" / f"{fmt}.jsonl")["path"]
-        rows, info = common.read_data(path, fmt)
+        rows, info = read_data(path, fmt)
         assert (info.kind, info.constitution_name, info.constitution_sha256) == ("file", "default", sha)
         # the hash stays the file's own sha256
         assert info.sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
     (tmp_path / "model").mkdir()
-    card = common.write_card(tmp_path / "model", stage="dpo", model="m", model_dir=Path("m"), data=info,
+    card = write_card(tmp_path / "model", stage="dpo", model="m", model_dir=Path("m"), data=info,
                              recipe=load_recipe("dpo", device="cpu"), metrics={"saved": "merged", "train_rows": 4},
                              trainer_name="DPOTrainer")
     assert f"| constitution | default (sha256 `{sha}`) |" in card.read_text()
     # rows without the columns still say so plainly
-    assert common.constitution_of(_pref_rows(2)) == (None, None)
+    assert constitution_of(_pref_rows(2)) == (None, None)
 
 
 def _rl_job(tmp_path, data_info, **cai):
     recipe = load_recipe("rl", overrides={"reward": "judge", **cai}, device="cpu")
-    return common.Job(stage="rl", recipe=recipe, args=None, model="m", model_dir=Path("m"), tokenizer=None, rows=[],
+    return Job(stage="rl", recipe=recipe, args=None, model="m", model_dir=Path("m"), tokenizer=None, rows=[],
                       data=data_info, out=tmp_path / "o", log=lambda msg: None)
 
 
@@ -225,7 +231,7 @@ def test_rl_judge_asks_the_runs_own_constitution(tmp_path):
     from cai.train.rl import judge_constitution
 
     run = _scripted_run(tmp_path, constitution="bank")
-    _, info = common.read_data(run, "dpo")
+    _, info = read_data(run, "dpo")
     c, how = judge_constitution(_rl_job(tmp_path, info))
     assert c.name == "bank" and "run.yaml" in how
     assert c.sha256() == load_constitution("bank").sha256()
@@ -235,10 +241,10 @@ def test_rl_judge_asks_the_runs_own_constitution(tmp_path):
     # an exported file names its constitution through the provenance columns
     from cai.export import export
 
-    _, finfo = common.read_data(export(run, "dpo", "jsonl", tmp_path / "dpo.jsonl")["path"], "dpo")
+    _, finfo = read_data(export(run, "dpo", "jsonl", tmp_path / "dpo.jsonl")["path"], "dpo")
     assert judge_constitution(_rl_job(tmp_path, finfo))[0].name == "bank"
     # and data without provenance falls back to the bundled default
-    _, plain = common.read_data(_write(tmp_path / "plain.jsonl", _pref_rows(2)), "dpo")
+    _, plain = read_data(_write(tmp_path / "plain.jsonl", _pref_rows(2)), "dpo")
     assert judge_constitution(_rl_job(tmp_path, plain))[0].name == "default"
 
 
@@ -249,22 +255,22 @@ def test_parquet_and_datasets_folder_data(tmp_path):
     ds.to_parquet(str(tmp_path / "p.parquet"))
     ds.save_to_disk(str(tmp_path / "hf"))
     for path, kind in ((tmp_path / "p.parquet", "file"), (tmp_path / "hf", "datasets folder")):
-        rows, info = common.read_data(path, "dpo")
-        assert common.preference_rows(rows, "d") == _pref_rows(3) and info.kind == kind and len(info.sha256) == 64
+        rows, info = read_data(path, "dpo")
+        assert preference_rows(rows, "d") == _pref_rows(3) and info.kind == kind and len(info.sha256) == 64
     with pytest.raises(UsageError, match="no such file"):
-        common.read_data(tmp_path / "missing.jsonl", "sft")
+        read_data(tmp_path / "missing.jsonl", "sft")
 
 
 def test_rows_are_checked_and_normalised(tmp_path):
     with pytest.raises(UsageError, match="lacks chosen, rejected"):
-        common.preference_rows([{"prompt": "q"}], "d")
+        preference_rows([{"prompt": "q"}], "d")
     with pytest.raises(UsageError, match="messages"):
-        common.sft_rows([{"text": "q"}], "d")
-    pref = common.preference_rows([{"prompt": "q", "chosen": "good", "rejected": "bad", "id": 1}], "d")
+        sft_rows([{"text": "q"}], "d")
+    pref = preference_rows([{"prompt": "q", "chosen": "good", "rejected": "bad", "id": 1}], "d")
     assert pref == [{"prompt": _msgs("q"), "chosen": [{"role": "assistant", "content": "good"}],
                      "rejected": [{"role": "assistant", "content": "bad"}]}]
     # the reference is the un-revised (rejected) answer; repeated prompts are kept once
-    prompts = common.prompt_rows(pref + pref, "d")
+    prompts = prompt_rows(pref + pref, "d")
     assert prompts == [{"prompt": _msgs("q"), "reference": "bad"}]
     # SFT trains on the answer: the conversation is split before its last assistant turn
     from cai.train import sft
@@ -272,9 +278,9 @@ def test_rows_are_checked_and_normalised(tmp_path):
     conv = _msgs("q", "a")
     assert sft.rows([{"messages": conv}], "d") == [{"prompt": conv[:1], "completion": conv[1:]}]
     assert sft.rows([{"messages": conv}, {"messages": conv[:1]}], "d") == [{"messages": conv}, {"messages": conv[:1]}]
-    train, held = common.holdout_split(list(range(10)), 0.2, seed=0)
+    train, held = holdout_split(list(range(10)), 0.2, seed=0)
     assert len(held) == 2 and sorted(train + held) == list(range(10))
-    assert len(common.holdout_split([1, 2], 0.01, seed=0)[1]) == 1
+    assert len(holdout_split([1, 2], 0.01, seed=0)[1]) == 1
 
 
 def test_output_folder_guard(tmp_path):
@@ -282,7 +288,7 @@ def test_output_folder_guard(tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="not empty"):
-        common.prepare_out(foreign, resume=False, log=print)
+        prepare_out(foreign, resume=False, log=print)
     assert (foreign / "notes.txt").exists()
 
 
@@ -519,7 +525,7 @@ def test_full_fine_tune_and_adapter_only_outputs(data, tmp_path, model_path):
     import torch
     from peft import PeftModel
 
-    from cai.train.common import load_full
+    from cai.train.weights import load_full
 
     stacked = PeftModel.from_pretrained(load_full(bare, AutoModelForCausalLM, dtype=torch.float32), str(nxt / "adapter"))
     merged = AutoModelForCausalLM.from_pretrained(nxt, dtype=torch.float32)
@@ -529,7 +535,7 @@ def test_full_fine_tune_and_adapter_only_outputs(data, tmp_path, model_path):
 
 
 def test_rows_over_max_length_are_counted():
-    from cai.train.common import rows_over
+    from cai.train.data import rows_over
 
     class Tok:
         def apply_chat_template(self, messages, tokenize=True, return_dict=False):

@@ -1,13 +1,16 @@
-"""`cai export`: SFT or DPO data for TRL and `datasets`, with a dataset card."""
+"""`cai export`: SFT, DPO or KTO data for TRL and `datasets`, with a dataset card."""
 
 from __future__ import annotations
 
 import click
 
+from cai.export import FORMATS
+
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--format", "fmt", type=click.Choice(["sft", "dpo"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), required=True,
+              help="sft: prompt + revision; dpo: judged pairs; kto: unpaired answers labelled desirable or not.")
 @click.option("--to", "to", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="File (jsonl, parquet) or folder (hf).")
 @click.option("--all-rounds", is_flag=True, help="SFT: one row per revision round, not only the final one.")
@@ -15,7 +18,7 @@ import click
 @click.option("--filter", "filter_", type=click.Choice(["none", "judged"]), default="none", show_default=True,
               help="SFT: `judged` keeps only rows whose final revision the judge preferred over the initial answer.")
 def export(run_dir, fmt, to, out, all_rounds, keep_flagged, filter_) -> None:
-    """Export a run folder as SFT or DPO data."""
+    """Export a run folder as SFT, DPO or KTO data."""
     from cai.export import export as do_export
 
     from pathlib import Path

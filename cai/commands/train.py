@@ -1,4 +1,5 @@
-"""`cai train sft|dpo|reward|rl`: one TRL stage; flags override the recipe (see cai/train/common.py)."""
+"""`cai train <stage>`: one TRL stage per command, made from the stage registry; flags override the recipe
+(see cai/train/recipe.py)."""
 
 from __future__ import annotations
 
@@ -70,49 +71,30 @@ def _run(stage: str, flags: dict) -> None:
 
 @click.group()
 def train() -> None:
-    """Train a model with TRL: sft → dpo, or reward → rl.
+    """Train a model with TRL: sft → dpo (or kto), or reward → rl.
 
     Every output folder is a full model (LoRA merged in, bf16) that `cai chat`, `cai generate`,
     `cai eval` and the next `cai train` stage load as --model.
     """
 
 
-@train.command()
-@common_options
-def sft(**flags) -> None:
-    """Supervised fine-tuning on {"messages": [...]} rows (a run folder gives its revisions)."""
-    _run("sft", flags)
+def _command(spec) -> click.Command:
+    """`cai train <stage>`: the flags every stage takes, then the stage's own."""
+
+    def run(**flags) -> None:
+        _run(spec.name, flags)
+
+    f = run
+    for opt in reversed(spec.options):
+        f = opt(f)
+    return click.command(name=spec.name, help=spec.help)(common_options(f))
 
 
-@train.command()
-@common_options
-@click.option("--ref-model", default=None, help="Reference model [default: the starting model].")
-@click.option("--beta", type=float, default=None, help="DPO beta: the pull towards the reference.")
-def dpo(**flags) -> None:
-    """DPO on {"prompt", "chosen", "rejected"} preference rows (a run folder gives its judged pairs)."""
-    _run("dpo", flags)
+def _add_stages() -> None:
+    from cai.train.registry import STAGES
+
+    for spec in STAGES.values():
+        train.add_command(_command(spec))
 
 
-@train.command()
-@common_options
-@click.option("--eval-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-              help="Share of pairs held out for the pairwise accuracy [default: 0.2 on CPU].")
-def reward(**flags) -> None:
-    """A reward model (one-score sequence classifier) on preference rows; reports held-out accuracy."""
-    _run("reward", flags)
-
-
-@train.command()
-@common_options
-@click.option("--algorithm", type=click.Choice(["grpo", "rloo"]), default=None, help="TRL trainer [default: grpo].")
-@click.option("--reward", type=click.Choice(["model", "judge"]), default=None, help="Reward source [default: model].")
-@click.option("--reward-model", default=None, help="A `cai train reward` output folder (with --reward model).")
-@click.option("--judge-model", default=None, help="Judge model for --reward judge [default: the starting model].")
-@click.option("--judge-backend", type=click.Choice(["hf", "vllm", "openai"]), default=None, help="Judge engine [default: hf, in process].")
-@click.option("--judge-base-url", default=None, help="Server URL(s) for --judge-backend openai.")
-@click.option("--constitution", default=None, help="Constitution whose comparison questions the judge asks [default: default].")
-@click.option("--num-generations", type=click.IntRange(2), default=None, help="Completions sampled per prompt (the group).")
-@click.option("--max-completion-length", type=click.IntRange(1), default=None, help="Token limit of each completion.")
-def rl(**flags) -> None:
-    """Online RL (GRPO or RLOO) on prompts, rewarded by a reward model or the AI judge."""
-    _run("rl", flags)
+_add_stages()

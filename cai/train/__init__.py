@@ -1,19 +1,21 @@
-"""Training stages over TRL: `run_stage("sft" | "dpo" | "reward" | "rl", ...)`.
+"""Training stages over TRL: `run_stage(name, ...)` for every stage in `registry.STAGES`.
 
-Each stage module (`sft.py`, `dpo.py`, `reward.py`, `rl.py`) turns the rows and the recipe into a
-TRL trainer; this module runs it and writes the output folder (see `common.py`). torch and TRL are
-imported only when a stage runs, so `cai --help` stays fast.
+Each stage module (`sft`, `dpo`, `kto`, `reward`, `rl`) declares one `Stage` (`stage.py`): the rows
+it reads, its TRL trainer, its `cai:` settings and flags. The rest is shared, one concept per
+module: `recipe` (bundled < --config < flags), `data` (files, datasets folders, run folders),
+`weights` (LoRA, adapter-only folders, merging), `output` (the folder, logs, metrics) and `card`.
+torch and TRL are imported only when a stage runs, so `cai --help` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from cai.errors import UsageError
-from cai.train.common import STAGES, Job, load_recipe, summary_lines
+from cai.train.output import summary_lines
+from cai.train.recipe import load_recipe
 
-__all__ = ["STAGES", "load_recipe", "run_stage", "summary_lines"]
+__all__ = ["load_recipe", "run_stage", "summary_lines"]
 
 
 def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrides: dict | None = None,
@@ -25,50 +27,54 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
     bundled recipe for `device` ("cpu"/"gpu", default: gpu where CUDA is available) and `config`.
     """
     from cai.models import resolve
-    from cai.train import common
+    from cai.train import card, output
+    from cai.train.data import read_data, rows_over
+    from cai.train.registry import get_stage
+    from cai.train.stage import Job
+    from cai.train.weights import load_tokenizer, save_model
 
+    spec = get_stage(stage)
     recipe = load_recipe(stage, config, overrides, device=device)
-    mod = importlib.import_module(f"cai.train.{stage}")
     model_dir = resolve(model, merge_adapters=False)
-    raw, info = common.read_data(data, mod.DATA, fallback=getattr(mod, "FALLBACK", None),
-                                 keep_flagged=recipe.cai.keep_flagged, filter=recipe.cai.filter)
+    raw, info = read_data(data, spec.data, fallback=spec.fallback, keep_flagged=recipe.cai.keep_flagged,
+                          filter=getattr(recipe.cai, "filter", "none"))
     for line in info.left_out:
         log(f"data: {line}")
-    rows = mod.rows(raw, f"--data {data}")
+    rows = spec.rows(raw, f"--data {data}")
     if not rows:
         raise UsageError(f"--data {data}: no rows to train on")
     out = Path(out)
     import transformers
 
-    args = recipe.trl_args(out / common.CHECKPOINTS)
+    args = recipe.trl_args(out / output.CHECKPOINTS)
     # Under `accelerate launch` every rank runs this; only the first may clear or check DIR.
     with args.main_process_first(local=False, desc="preparing the output folder"):
-        checkpoint = common.prepare_out(out, resume, log)
+        checkpoint = output.prepare_out(out, resume, log)
     transformers.set_seed(args.seed)  # before the trainer: TRL initialises new heads (reward score) in __init__
-    tokenizer = common.load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     limit = getattr(args, "max_length", None)
-    over = common.rows_over(rows, tokenizer, limit)
+    over = rows_over(rows, tokenizer, limit)
     if over:
         log(f"data: {over} of {len(rows)} rows are longer than max_length {limit} tokens; TRL truncates them")
     job = Job(stage=stage, recipe=recipe, args=args, model=model, model_dir=model_dir, tokenizer=tokenizer,
               rows=rows, data=info, out=out, log=log)
-    trainer = mod.build(job)
+    trainer = spec.build(job)
     if checkpoint:
         log(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
 
     extra = {"train_rows": len(rows), "rows_over_max_length": over, **job.extra}
-    if hasattr(mod, "evaluate"):
-        extra.update(mod.evaluate(trainer, job))
-    auto_cls = getattr(transformers, mod.AUTO)
-    saved = common.save_model(trainer, out, model_dir, recipe, auto_cls, tokenizer, **mod.LOAD_KWARGS)
-    metrics = common.summarize(stage, trainer, extra)
+    if spec.evaluate:
+        extra.update(spec.evaluate(trainer, job))
+    auto_cls = getattr(transformers, spec.model_class)
+    saved = save_model(trainer, out, model_dir, recipe, auto_cls, tokenizer, **spec.load_kwargs)
+    metrics = output.summarize(stage, trainer, extra)
     metrics.update({"output": str(out), "saved": saved})
     if checkpoint:
         metrics["resumed_from"] = Path(checkpoint).name
     if trainer.accelerator.is_main_process:
-        name = mod.trainer_name(recipe.cai.algorithm) if stage == "rl" else mod.TRAINER
-        common.write_logs(out, trainer, metrics, recipe)
-        common.write_card(out, stage=stage, model=model, model_dir=model_dir, data=info, recipe=recipe,
-                          metrics=metrics, trainer_name=name)
+        output.write_logs(out, trainer, metrics, recipe)
+        card.write_card(out, stage=stage, model=model, model_dir=model_dir, data=info, recipe=recipe,
+                        metrics=metrics, trainer_name=spec.trainer_name(recipe.cai),
+                        rows=spec.card_rows(recipe.cai, metrics) if spec.card_rows else [])
     return metrics

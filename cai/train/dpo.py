@@ -1,22 +1,78 @@
-"""DPO: TRL's DPOTrainer on preference rows `{"prompt", "chosen", "rejected"}` (message lists).
+"""DPO and its loss family: TRL's DPOTrainer on preference rows `{"prompt", "chosen", "rejected"}`.
 
 The reference is the starting model: with LoRA TRL gets it by switching the adapter off, so no
-second copy is held; `--ref-model` names another folder.
+second copy is held; `--ref-model` names another folder. `--loss` (recipe `loss_type`) picks any
+loss the installed TRL's DPOConfig documents: `sigmoid` is DPO itself, `ipo` the IPO paper's
+squared loss, `sigmoid_norm` DPO on length-normalised log-probabilities (docs/training.md says
+when each helps).
 """
 
 from __future__ import annotations
 
-from cai.train.common import Job, is_adapter_only, load_full, model_arg, preference_rows
+import re
+from functools import cache
 
-DATA = "dpo"
-TRAINER = "DPOTrainer"
-AUTO = "AutoModelForCausalLM"
-TASK = "CAUSAL_LM"
-LOAD_KWARGS: dict = {}
+import click
+from pydantic import Field
+
+from cai.errors import UsageError
+from cai.models import is_adapter_only
+from cai.train.data import preference_rows
+from cai.train.recipe import Recipe, Settings
+from cai.train.stage import Job, Stage
+from cai.train.weights import load_full, model_arg
 
 
-def rows(raw: list[dict], where: str) -> list[dict]:
-    return preference_rows(raw, where)
+class DpoSettings(Settings):
+    ref_model: str | None = Field(None, description="dpo, kto: reference model (default: the starting model).")
+
+
+@cache
+def documented_losses(config: str = "DPOConfig") -> tuple[str, ...]:
+    """The loss names the installed TRL documents for `config.loss_type`, in its order.
+
+    Read from the field's own metadata (its choices, else the names its help text lists): TRL validates names only once training starts, and its
+    list changes between releases, so the installed one is the authority.
+    """
+    import dataclasses
+
+    import trl
+
+    cls = getattr(trl, config)
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == "loss_type")
+    if meta.get("choices"):  # KTOConfig lists them as argparse choices
+        return tuple(meta["choices"])
+    help_text = meta.get("help", "")
+    names = re.findall(r"`'?\"?([a-z][a-z0-9_]*)'?\"?`", help_text.split("If multiple")[0])
+    return tuple(dict.fromkeys(n for n in names if n != "loss_type"))
+
+
+def loss_names(value) -> list[str]:
+    """A recipe's loss_type (one name, or a list TRL mixes with loss_weights) as a list."""
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def check_losses(recipe: Recipe, config: str) -> None:
+    valid = documented_losses(config)
+    bad = [n for n in loss_names(recipe.trl.get("loss_type")) if n not in valid]
+    if bad:
+        raise UsageError(f"unknown loss {', '.join(map(repr, bad))}: the installed TRL's {config} takes "
+                         f"{', '.join(valid)}")
+
+
+def losses_used(recipe: Recipe, default: str) -> str:
+    return "+".join(loss_names(recipe.trl.get("loss_type"))) or default
+
+
+def ref_model(job: Job, auto_cls):
+    """The reference model to hand TRL, or None for its own (the base, or the adapter switched off)."""
+    from cai.models import resolve
+
+    # A full fine-tune from an adapter-only folder needs its merged self as reference: TRL would
+    # otherwise reload the adapter's bare base.
+    ref_dir = resolve(job.cai.ref_model, merge_adapters=False) if job.cai.ref_model else (
+        job.model_dir if not job.cai.lora and is_adapter_only(job.model_dir) else None)
+    return load_full(ref_dir, auto_cls, dtype=job.dtype()) if ref_dir is not None else None
 
 
 def build(job: Job):
@@ -24,20 +80,39 @@ def build(job: Job):
     from transformers import AutoModelForCausalLM
     from trl import DPOTrainer
 
-    from cai.models import resolve
-
-    ref = None
-    # A full fine-tune from an adapter-only folder needs its merged self as reference: TRL would
-    # otherwise reload the adapter's bare base.
-    ref_dir = resolve(job.cai.ref_model, merge_adapters=False) if job.cai.ref_model else (
-        job.model_dir if not job.cai.lora and is_adapter_only(job.model_dir) else None)
-    if ref_dir is not None:
-        ref = load_full(ref_dir, AutoModelForCausalLM, dtype=job.dtype())
+    job.extra["loss_type"] = losses_used(job.recipe, "sigmoid")
     return DPOTrainer(
         model=model_arg(job.model_dir, AutoModelForCausalLM, job.args),
-        ref_model=ref,
+        ref_model=ref_model(job, AutoModelForCausalLM),
         args=job.args,
         train_dataset=Dataset.from_list(job.rows),
         processing_class=job.tokenizer,
-        peft_config=job.peft_config(TASK),
+        peft_config=job.peft_config(STAGE.task),
     )
+
+
+def card_rows(settings: DpoSettings, metrics: dict) -> list[tuple[str, str]]:
+    return [("loss", f"{metrics.get('loss_type', 'sigmoid')} (TRL DPOConfig.loss_type)"),
+            ("reference model", settings.ref_model or "the starting model")]
+
+
+STAGE = Stage(
+    name="dpo",
+    help='DPO (or a loss of its family, --loss) on {"prompt", "chosen", "rejected"} preference rows '
+         '(a run folder gives its judged pairs).',
+    data="dpo",
+    data_help='`{"prompt", "chosen", "rejected"}` message lists (a run folder: its judged pairs)',
+    trainer="DPOTrainer",
+    rows=preference_rows,
+    build=build,
+    settings=DpoSettings,
+    options=(
+        click.option("--ref-model", default=None, help="Reference model [default: the starting model]."),
+        click.option("--beta", type=float, default=None, help="DPO beta: the pull towards the reference."),
+        click.option("--loss", "loss_type", default=None, metavar="NAME",
+                     help="A loss type of TRL's DPOConfig: sigmoid (DPO) [default], ipo, sigmoid_norm, hinge, "
+                          "robust, ... (a wrong name lists them all)."),
+    ),
+    card_rows=card_rows,
+    check=lambda recipe: check_losses(recipe, "DPOConfig"),
+)

@@ -6,17 +6,17 @@ held-out pairwise accuracy, the share of pairs where score(chosen) > score(rejec
 
 from __future__ import annotations
 
-from cai.train.common import Job, holdout_split, model_arg, preference_rows
+import click
+from pydantic import Field
 
-DATA = "dpo"
-TRAINER = "RewardTrainer"
-AUTO = "AutoModelForSequenceClassification"
-TASK = "SEQ_CLS"
-LOAD_KWARGS: dict = {"num_labels": 1}
+from cai.train.data import holdout_split, preference_rows
+from cai.train.recipe import Settings
+from cai.train.stage import Job, Stage
+from cai.train.weights import model_arg
 
 
-def rows(raw: list[dict], where: str) -> list[dict]:
-    return preference_rows(raw, where)
+class RewardSettings(Settings):
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="reward: share of pairs held out (>= 1 pair).")
 
 
 def build(job: Job):
@@ -26,7 +26,7 @@ def build(job: Job):
 
     train, held = holdout_split(job.rows, job.cai.eval_fraction, job.args.seed)
     job.log(f"reward: {len(train)} pairs for training, {len(held)} held out")
-    model = model_arg(job.model_dir, AutoModelForSequenceClassification, job.args, **LOAD_KWARGS)
+    model = model_arg(job.model_dir, AutoModelForSequenceClassification, job.args, **STAGE.load_kwargs)
     if not isinstance(model, str):
         model.config.pad_token_id = job.tokenizer.pad_token_id
     return RewardTrainer(
@@ -35,7 +35,7 @@ def build(job: Job):
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(held),
         processing_class=job.tokenizer,
-        peft_config=job.peft_config(TASK),
+        peft_config=job.peft_config(STAGE.task),
     )
 
 
@@ -61,3 +61,29 @@ def evaluate(trainer, job: Job, batch_size: int = 8) -> dict:
             wins += int((scores(part["chosen_ids"]) > scores(part["rejected_ids"])).sum())
     return {"train_rows": len(trainer.train_dataset), "heldout_pairs": n,
             "heldout_accuracy": wins / n if n else float("nan")}
+
+
+def card_rows(settings: RewardSettings, metrics: dict) -> list[tuple[str, str]]:
+    if "heldout_accuracy" not in metrics:
+        return []
+    return [("held-out pairwise accuracy", f"{metrics['heldout_accuracy']:.3f} on {metrics['heldout_pairs']} pairs "
+             "(share where score(chosen) > score(rejected))")]
+
+
+STAGE = Stage(
+    name="reward",
+    help="A reward model (one-score sequence classifier) on preference rows; reports held-out accuracy.",
+    data="dpo",
+    data_help='`{"prompt", "chosen", "rejected"}` message lists',
+    trainer="RewardTrainer",
+    rows=preference_rows,
+    build=build,
+    settings=RewardSettings,
+    model_class="AutoModelForSequenceClassification",
+    task="SEQ_CLS",
+    load_kwargs={"num_labels": 1},
+    evaluate=evaluate,
+    options=(click.option("--eval-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+                          help="Share of pairs held out for the pairwise accuracy [default: 0.2 on CPU]."),),
+    card_rows=card_rows,
+)

@@ -10,22 +10,37 @@ paid for beating what the model said before the constitution's critiques.
 
 from __future__ import annotations
 
+from typing import Literal
+
+import click
+from pydantic import Field
+
 from cai.errors import UsageError
-from cai.train.common import Job, load_full, load_tokenizer, model_arg, prompt_rows
+from cai.train.data import prompt_rows
+from cai.train.recipe import Settings
+from cai.train.stage import Job, Stage
+from cai.train.weights import load_full, load_tokenizer, model_arg
 
-DATA = "dpo"
-FALLBACK = "sft"  # a run not judged yet still has prompts and revised answers
-AUTO = "AutoModelForCausalLM"
-TASK = "CAUSAL_LM"
-LOAD_KWARGS: dict = {}
-
-
-def trainer_name(algorithm: str) -> str:
-    return {"grpo": "GRPOTrainer", "rloo": "RLOOTrainer"}[algorithm]
+TRAINERS = {"grpo": "GRPOTrainer", "rloo": "RLOOTrainer"}
+JUDGE_KEYS = ("judge_model", "judge_backend", "judge_base_url", "judge_ensemble", "constitution")
 
 
-def rows(raw: list[dict], where: str) -> list[dict]:
-    return prompt_rows(raw, where)
+class RlSettings(Settings):
+    algorithm: Literal["grpo", "rloo"] = Field("grpo", description="rl: TRL's GRPOTrainer or RLOOTrainer.")
+    reward: Literal["model", "judge"] = Field("model", description="rl: a trained reward model or the AI judge.")
+    reward_model: str | None = Field(None, description="rl: folder of a `cai train reward` output.")
+    judge_model: str | None = Field(None, description="rl: the judge model (default: the starting model).")
+    judge_backend: str = Field("hf", description="rl: engine of the judge; hf runs it in the training process.")
+    judge_base_url: str | None = Field(None, description="rl: server URL(s) for judge_backend openai.")
+    judge_ensemble: int = Field(1, ge=1, description="rl: comparison questions averaged per completion.")
+    constitution: str | None = Field(
+        None, description="rl: the constitution whose comparisons the judge asks; default: the run's own "
+        "(run.yaml snapshot) for a run folder, else the one the data's provenance columns name, else `default`.")
+
+    def recorded(self) -> dict:
+        # Only the reward source in use: a judge run records no reward model, and the reverse.
+        drop = {"reward_model"} if self.reward == "judge" else set(JUDGE_KEYS)
+        return {k: v for k, v in self.model_dump().items() if k not in drop}
 
 
 def _reward_model(job: Job):
@@ -118,7 +133,7 @@ def build(job: Job):
     else:
         funcs, procs = _reward_model(job)
         data = [{"prompt": r["prompt"]} for r in job.rows]
-    cls = getattr(trl, trainer_name(job.cai.algorithm))
+    cls = getattr(trl, TRAINERS[job.cai.algorithm])
     return cls(
         model=model_arg(job.model_dir, AutoModelForCausalLM, job.args),
         reward_funcs=funcs,
@@ -126,5 +141,41 @@ def build(job: Job):
         args=job.args,
         train_dataset=Dataset.from_list(data),
         processing_class=job.tokenizer,
-        peft_config=job.peft_config(TASK),
+        peft_config=job.peft_config(STAGE.task),
     )
+
+
+def reward_source(settings: RlSettings, metrics: dict) -> str:
+    if settings.reward == "judge":
+        constitution = metrics.get("judge_constitution") or settings.constitution or "default"
+        return (f"AI judge `{settings.judge_model}` ({settings.judge_backend}), P(completion beats the "
+                f"reference answer), constitution {constitution}, ensemble {settings.judge_ensemble}, both orders")
+    return f"reward model `{settings.reward_model}`"
+
+
+STAGE = Stage(
+    name="rl",
+    help="Online RL (GRPO or RLOO) on prompts, rewarded by a reward model or the AI judge.",
+    data="dpo",
+    fallback="sft",  # a run not judged yet still has prompts and revised answers
+    data_help="prompts (any of the rows above; the judge reward compares with each prompt's un-revised answer)",
+    trainer="GRPOTrainer",
+    trainer_for=lambda settings: TRAINERS[settings.algorithm],
+    rows=prompt_rows,
+    build=build,
+    settings=RlSettings,
+    options=(
+        click.option("--algorithm", type=click.Choice(list(TRAINERS)), default=None, help="TRL trainer [default: grpo]."),
+        click.option("--reward", type=click.Choice(["model", "judge"]), default=None, help="Reward source [default: model]."),
+        click.option("--reward-model", default=None, help="A `cai train reward` output folder (with --reward model)."),
+        click.option("--judge-model", default=None, help="Judge model for --reward judge [default: the starting model]."),
+        click.option("--judge-backend", type=click.Choice(["hf", "vllm", "openai"]), default=None,
+                     help="Judge engine [default: hf, in process]."),
+        click.option("--judge-base-url", default=None, help="Server URL(s) for --judge-backend openai."),
+        click.option("--constitution", default=None,
+                     help="Constitution whose comparison questions the judge asks [default: default]."),
+        click.option("--num-generations", type=click.IntRange(2), default=None, help="Completions sampled per prompt (the group)."),
+        click.option("--max-completion-length", type=click.IntRange(1), default=None, help="Token limit of each completion."),
+    ),
+    card_rows=lambda settings, metrics: [("reward", reward_source(settings, metrics))],
+)

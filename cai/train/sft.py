@@ -8,13 +8,19 @@ trains on the whole conversation.
 
 from __future__ import annotations
 
-from cai.train.common import Job, model_arg, sft_rows
+from typing import Literal
 
-DATA = "sft"
-TRAINER = "SFTTrainer"
-AUTO = "AutoModelForCausalLM"
-TASK = "CAUSAL_LM"
-LOAD_KWARGS: dict = {}
+from pydantic import Field
+
+from cai.train.data import sft_rows
+from cai.train.recipe import Settings
+from cai.train.stage import Job, Stage
+from cai.train.weights import model_arg
+
+
+class SftSettings(Settings):
+    filter: Literal["none", "judged"] = Field("none", description="sft from a judged run folder: `judged` keeps only "
+                                              "rows whose final revision the judge preferred (rejection-sampled SFT).")
 
 
 def rows(raw: list[dict], where: str) -> list[dict]:
@@ -35,5 +41,17 @@ def build(job: Job):
         args=job.args,
         train_dataset=Dataset.from_list(job.rows),
         processing_class=job.tokenizer,
-        peft_config=job.peft_config(TASK),
+        peft_config=job.peft_config(STAGE.task),
     )
+
+
+STAGE = Stage(
+    name="sft",
+    help='Supervised fine-tuning on {"messages": [...]} rows (a run folder gives its revisions).',
+    data="sft",
+    data_help='`{"messages": [...]}` (a run folder: prompt + final revision)',
+    trainer="SFTTrainer",
+    rows=rows,
+    build=build,
+    settings=SftSettings,
+)

@@ -1,0 +1,203 @@
+"""A stage's recipe: TRL config fields plus the `cai:` settings TRL has no field for.
+
+Three layers are merged, later ones winning: the bundled `<stage>-cpu.yaml` or `<stage>-gpu.yaml`,
+then `--config FILE`, then flags. A key that is neither a field of the stage's TRL config nor a
+`cai:` setting of some stage is an error; another stage's setting is accepted (one recipe may
+serve several stages) but left out of what this stage records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cai.errors import UsageError
+
+if TYPE_CHECKING:
+    from cai.train.stage import Stage
+
+# TRL fields that `cai train` sets from its own flags; a recipe setting them would fight --out/--resume.
+RESERVED = {"output_dir": "--out", "resume_from_checkpoint": "--resume"}
+
+
+class Settings(BaseModel):
+    """The `cai:` settings every stage reads. A stage with settings of its own subclasses this."""
+
+    model_config = ConfigDict(extra="forbid")
+    lora: bool = Field(True, description="Train a LoRA adapter (false: full fine-tune).")
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_targets: str | list[str] = Field("all-linear", description="Module names, or all-linear.")
+    full_learning_rate: float | None = Field(
+        None, gt=0, description="Used instead of the recipe's learning_rate for a full fine-tune, unless a "
+        "--config file or a flag sets learning_rate: a full fine-tune wants a step ~10x smaller than LoRA.")
+    merge: bool = Field(True, description="Save the LoRA merged into the base (false: the adapter alone).")
+    save_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    keep_flagged: bool = Field(False, description="From a run folder: keep rows whose answer the quality checks "
+                               "flagged (left out by default, as `cai export` does).")
+
+    def recorded(self) -> dict:
+        """The settings this stage's recipe.yaml and card record (a stage may drop ones it ignores)."""
+        return self.model_dump()
+
+
+def setting_owners() -> dict[str, list[Stage]]:
+    """Every `cai:` key any registered stage reads → the stages that read it."""
+    from cai.train.registry import STAGES
+
+    owners: dict[str, list] = {}
+    for stage in STAGES.values():
+        for key in stage.settings.model_fields:
+            owners.setdefault(key, []).append(stage)
+    return owners
+
+
+def default_device() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def bundled_recipe(stage: str, device: str | None = None) -> Path:
+    from cai.resources import bundled_dir
+
+    return bundled_dir("recipes") / f"{stage}-{device or default_device()}.yaml"
+
+
+def read_recipe(path: str | Path) -> dict:
+    """A recipe file as a dict; `path` may also be a bundled recipe's name (`sft-gpu`)."""
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and os.sep not in str(path):
+        from cai.resources import bundled_dir
+
+        p = bundled_dir("recipes") / f"{path}.yaml"
+    if not p.is_file():
+        raise UsageError(f"--config {path}: no such recipe file")
+    from cai.textfiles import read_utf8, refuse_aliases
+
+    text = read_utf8(p)
+    refuse_aliases(text, str(p))
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{p}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{p}: a recipe is a mapping of settings")
+    return data
+
+
+def split_layer(data: dict, where: str, cai_keys: set[str] | frozenset[str]) -> tuple[dict, dict]:
+    """One layer → (TRL settings, cai settings). A flat cai key is accepted too (flags use them)."""
+    trl_part, cai_part = {}, dict(data.get("cai") or {})
+    if not isinstance(cai_part, dict):
+        raise UsageError(f"{where}: `cai:` must be a mapping")
+    for k, v in data.items():
+        if k == "cai":
+            continue
+        (cai_part if k in cai_keys else trl_part)[k] = v
+    return trl_part, cai_part
+
+
+@dataclass
+class Recipe:
+    stage: str
+    trl: dict
+    cai: Any  # the stage's Settings
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def config_cls(self):
+        from cai.train.registry import get_stage
+
+        return get_stage(self.stage).config_class(self.cai)
+
+    def as_dict(self) -> dict:
+        return {**self.trl, "cai": self.cai.recorded()}
+
+    def trl_args(self, output_dir: str | Path, **extra):
+        cls = self.config_cls
+        try:
+            return cls(**{**self.trl, **extra}, output_dir=str(output_dir))
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"recipe ({' < '.join(self.sources)}): {exc}") from None
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """YAML 1.1 reads `2e-4` as a string; TrainingArguments does not convert, so we do for floats."""
+    kind = str(f.type)
+    if isinstance(value, str) and "float" in kind:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def check_keys(cls, trl_part: dict, where: str, cai_keys) -> dict:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    out = {}
+    for k, v in trl_part.items():
+        if k in RESERVED:
+            raise UsageError(f"{where}: `{k}` is set by {RESERVED[k]}, not by a recipe")
+        if k not in fields:
+            near = difflib.get_close_matches(k, list(fields) + sorted(cai_keys), n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise UsageError(f"{where}: unknown key {k!r} for {cls.__name__} or the cai: section{hint}")
+        out[k] = _coerce(fields[k], v)
+    return out
+
+
+def _validate(model: type[BaseModel], values: dict, where: str) -> BaseModel:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        msgs = "; ".join(f"cai.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"recipe ({where}): {msgs}") from None
+
+
+def load_recipe(stage: str, config: str | Path | None = None, overrides: dict | None = None,
+                *, device: str | None = None) -> Recipe:
+    """Merge bundled defaults < `config` < `overrides` and check every key."""
+    from cai.train.registry import get_stage
+
+    spec = get_stage(stage)
+    owners = setting_owners()
+    base = bundled_recipe(stage, device)
+    layers = [(str(base), read_recipe(base))]
+    if config:
+        layers.append((str(config), read_recipe(config)))
+    if overrides:
+        layers.append(("flags", {k: v for k, v in overrides.items() if v is not None}))
+    trl_all: dict = {}
+    cai_all: dict = {}
+    lr_from_user = False
+    for i, (where, data) in enumerate(layers):
+        trl_part, cai_part = split_layer(data, where, owners.keys())
+        # A layer that asks for epochs means epochs: an earlier layer's step cap would silently win.
+        if "num_train_epochs" in trl_part and "max_steps" not in trl_part:
+            trl_part["max_steps"] = -1
+        lr_from_user |= i > 0 and "learning_rate" in trl_part
+        trl_all.update(trl_part)
+        cai_all.update(cai_part)
+    sources = [w for w, _ in layers]
+    where = " < ".join(sources)
+    mine = {k: v for k, v in cai_all.items() if k in spec.settings.model_fields}
+    for k, v in cai_all.items():  # another stage's setting: checked by that stage's rules, then set aside
+        if k not in mine and k in owners:
+            _validate(owners[k][0].settings, {k: v}, where)
+    # An unknown cai key is refused by the stage's own model (extra="forbid"), naming it.
+    cai = _validate(spec.settings, {**mine, **{k: v for k, v in cai_all.items() if k not in owners}}, where)
+    if not cai.lora and cai.full_learning_rate and not lr_from_user:
+        trl_all["learning_rate"] = cai.full_learning_rate
+    trl_all = check_keys(spec.config_class(cai), trl_all, where, owners.keys())
+    recipe = Recipe(stage=stage, trl=trl_all, cai=cai, sources=sources)
+    spec.check(recipe)
+    return recipe
