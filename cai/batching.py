@@ -6,8 +6,8 @@ stage logic reads like the method. The `Batcher` gathers the requests of all rec
 waiting at the same moment and sends them to the backend as one batched call per kind of request,
 so a synchronous engine (vLLM's offline `LLM`, transformers) always sees full batches.
 
-A backend with native async requests (`achat_one`, e.g. the OpenAI-compatible HTTP backend or the
-async vLLM engine) skips the gathering: each record sends its next request the moment its last one
+A `PipelinedBackend` (one that also takes requests one at a time, e.g. the OpenAI-compatible HTTP
+backend or the async vLLM engine) skips the gathering: each record sends its next request the moment its last one
 returns, which keeps the engine full across step boundaries instead of idling at a barrier.
 """
 
@@ -19,7 +19,7 @@ import threading
 from collections import defaultdict
 from typing import Any, Awaitable, Callable, Iterable, Sequence
 
-from cai.backends.base import Backend, Completion, Conversation, SamplingParams
+from cai.backends.base import Backend, Completion, Conversation, PipelinedBackend, SamplingParams
 
 
 class Batcher:
@@ -27,7 +27,7 @@ class Batcher:
         self.backend = backend
         self.max_batch = max_batch
         self.on_batch = on_batch
-        self.native = hasattr(backend, "achat_one") and hasattr(backend, "achoice_logprobs_one")
+        self.native = isinstance(backend, PipelinedBackend)
         self._pending: list[tuple[tuple, Any, asyncio.Future]] = []
         self._wake: asyncio.Event | None = None
         self.calls = 0

@@ -65,6 +65,67 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class PipelinedBackend(Backend, Protocol):
+    """A Backend that also takes requests one at a time, without waiting for a batch (an HTTP
+    server, vLLM's async engine). The Batcher sends each record's next request the moment its last
+    one returns, so the engine stays full across step boundaries; a plain Backend gets gathered
+    batches instead, since a synchronous engine is only efficient when it sees them whole."""
+
+    async def achat_one(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
+        """`chat` for one conversation."""
+        ...
+
+    async def achoice_logprobs_one(self, conversation: Conversation, assistant_prefix: str,
+                                   options: Sequence[str]) -> dict[str, float]:
+        """`choice_logprobs` for one conversation."""
+        ...
+
+
+Elsewhere = Literal["refuse", "note", "drop"]
+
+
+def option(default, *, elsewhere: Elsewhere = "refuse", **field):
+    """A field of a backend's `Options`. `elsewhere` is what happens when a command hands the option,
+    set to something other than its default, to another backend: refused (exit 2), a note that it is
+    ignored, or dropped without a word (an option a config hands to whichever engine it starts)."""
+    return Field(default, json_schema_extra={"elsewhere": elsewhere}, **field)
+
+
+def elsewhere(info) -> Elsewhere:
+    extra = info.json_schema_extra
+    return extra.get("elsewhere", "refuse") if isinstance(extra, dict) else "refuse"
+
+
+class BackendOptions(BaseModel):
+    """Exactly the options one backend takes; `load_backend` validates against it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def given(self) -> dict:
+        """The options set to something other than their default (what a run records)."""
+        return {k: v for k, v in self.model_dump().items() if v != type(self).model_fields[k].default}
+
+
+class Engine:
+    """What a registered backend class provides besides the Backend calls: its `Options` and how to
+    start it from them. The defaults fit a class whose constructor takes the options as keywords."""
+
+    name: str
+    Options: type[BackendOptions] = BackendOptions
+
+    @classmethod
+    def check(cls, options: BackendOptions) -> None:
+        """Raise UsageError when this backend cannot run here with `options` (checked before a run
+        folder is touched, without starting anything)."""
+
+    @classmethod
+    def open(cls, model: str, options: BackendOptions) -> Backend:
+        """Start the backend: `model` is a local folder for a backend that runs the model itself, else
+        the name a server serves."""
+        return cls(model, **options.model_dump(exclude_none=True))  # type: ignore[call-arg,return-value]
+
+
 def normalise_pair(logprobs: dict[str, float], first: str, second: str) -> float:
     """P(first) renormalised over the two options; 0.5 when the engine saw neither."""
     a, b = logprobs.get(first, -math.inf), logprobs.get(second, -math.inf)

@@ -7,14 +7,22 @@ micro-batch wastes little on padding, and results are put back in input order.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
-from cai.backends.base import Completion, Conversation, SamplingParams, option_token_variants, prefixes_for
-from cai.backends.hardware import compute_dtype
+from cai.backends.base import (BackendOptions, Completion, Conversation, Engine, SamplingParams, option,
+                               option_token_variants, prefixes_for)
+from cai.backends.hardware import DTYPES, compute_dtype
 
 
-class HFBackend:
+class HFOptions(BackendOptions):
+    dtype: Literal["auto", *DTYPES] = option("auto", description="auto: the fastest exact-enough one here.")
+    batch_size: int = option(16, ge=1, description="Conversations per forward pass.")
+    device: str | None = option(None, description="Default: cuda where available, else cpu.")
+
+
+class HFBackend(Engine):
     name = "hf"
+    Options = HFOptions
 
     def __init__(self, model: str, *, dtype: str = "auto", batch_size: int = 16, device: str | None = None):
         import torch

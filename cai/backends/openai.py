@@ -36,7 +36,11 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import httpx
 
-from cai.backends.base import Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs, prefixes_for
+from pydantic import model_validator
+
+from cai.backends.base import (BackendOptions, Completion, Conversation, Engine, SamplingParams, conversation_seed,
+                               merge_option_logprobs, option, prefixes_for)
+from cai.errors import UsageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -157,7 +161,51 @@ def _error_completions(n: int, reason: str) -> list[Completion]:
     return [Completion(text="", tokens=0, finish_reason="error", error=reason) for _ in range(n)]
 
 
-class OpenAIBackend:
+# Environment settings, read when neither a flag nor a recipe sets them: (variable, type).
+ENV = {"base_url": ("CAI_OPENAI_BASE_URL", str), "timeout": ("CAI_OPENAI_TIMEOUT", float),
+       "concurrency": ("CAI_OPENAI_CONCURRENCY", int), "max_retries": ("CAI_OPENAI_MAX_RETRIES", int)}
+
+
+class OpenAIOptions(BackendOptions):
+    """The client's settings. A command hands its server settings to whichever engine it starts (a
+    local reviser inherits the policy's), so another backend drops them without a word."""
+
+    base_url: list[str] = option(..., elsewhere="drop", description="Server URL(s); requests go round-robin.")
+    timeout: float = option(120.0, elsewhere="drop", gt=0, description="Seconds per attempt of a request.")
+    concurrency: int = option(64, elsewhere="drop", ge=1, description="Requests in flight, over all servers.")
+    max_retries: int = option(5, elsewhere="drop", ge=0, description="Retries of a failed request.")
+    api_key_env: str = option("OPENAI_API_KEY", description="The variable holding the API key.")
+    backoff: float = option(0.5, ge=0, description="First retry delay in seconds (doubled each time).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, given: dict) -> dict:
+        """Unset settings from CAI_OPENAI_*; a bad value is a UsageError naming where it came from
+        (raised as is: pydantic passes on what is not a ValueError)."""
+        out = {k: v for k, v in given.items() if v is not None}
+        for key, (env, kind) in ENV.items():
+            value, source = out.get(key), f"--{key.replace('_', '-')}"
+            if value is None and os.environ.get(env):
+                value, source = os.environ[env], env
+            if value is None:
+                continue
+            if key == "base_url":
+                value = [u.strip() for u in value.split(",") if u.strip()] if isinstance(value, str) else list(value)
+            else:
+                try:
+                    value = kind(value)
+                except (TypeError, ValueError):
+                    raise UsageError(f"{source}: {value!r} is not a "
+                                     f"{'number' if kind is float else 'whole number'}") from None
+                if (key == "max_retries" and value < 0) or (key != "max_retries" and value <= 0):
+                    raise UsageError(f"{source}: must be {'>= 0' if key == 'max_retries' else 'positive'}, not {value}")
+            out[key] = value
+        if not out.get("base_url"):
+            raise UsageError("the openai backend needs --base-url (or CAI_OPENAI_BASE_URL): e.g. http://127.0.0.1:8000")
+        return out
+
+
+class OpenAIBackend(Engine):
     """Client for `/v1/chat/completions` on one or more OpenAI-compatible servers.
 
     `base_urls`: one URL or several (a list, or one comma-separated string); requests are spread
@@ -177,6 +225,7 @@ class OpenAIBackend:
     """
 
     name = "openai"
+    Options = OpenAIOptions
     # Longest single wait between attempts, Retry-After included: a server asking for more is
     # treated as asking for this much, so a run never sleeps unbounded on one header.
     max_delay = 60.0
@@ -206,6 +255,11 @@ class OpenAIBackend:
         self._client: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
         self._closed = False
+
+    @classmethod
+    def open(cls, model: str, options: OpenAIOptions) -> "OpenAIBackend":
+        opts = options.model_dump()
+        return cls(model, opts.pop("base_url"), **opts)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_urls={self.base_urls!r}, concurrency={self.concurrency})"

@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from cai.backends.base import Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs, prefixes_for
+from cai.backends.base import (BackendOptions, Completion, Conversation, Engine, SamplingParams, conversation_seed,
+                               merge_option_logprobs, option, prefixes_for)
 from cai.backends.hardware import compute_dtype
+from cai.errors import UsageError
 
 # The one engine of this process (offline or async kind): a second would double the memory and
 # fight for the cores, so starting another kind or model stops the current one first.
@@ -69,9 +71,50 @@ def engine(model: str, **opts):
     return activate(("offline", model, tuple(sorted(opts.items()))), lambda: _start(model, **opts), shutdown)
 
 
-def engine_args(model: str, *, max_model_len: int = 2048, memory_fraction: float | None = None,
-                prefix_caching: bool = True, tensor_parallel_size: int = 1, dtype: str = "auto", seed: int = 0,
-                speculative_tokens: int = 0) -> dict:
+class VLLMOptions(BackendOptions):
+    """The vLLM engine settings cai passes on (each None: vLLM's or cai's default for this machine)."""
+
+    max_model_len: int = option(2048, ge=256, description="Context length in tokens (prompt plus reply).")
+    # A config hands speculation to whichever engine it starts; elsewhere it is only a speed-up.
+    speculative_tokens: int = option(0, ge=0, le=16, elsewhere="note",
+                                     description="n-gram speculative decoding: draft tokens per step (0: off).")
+    tensor_parallel_size: int | None = option(None, ge=1, description="GPUs one copy of the model is split over.")
+    data_parallel_size: int | None = option(None, ge=1, description="Copies of the model, each on its own GPUs "
+                                            "(tensor_parallel_size each); vLLM spreads the requests over them.")
+    gpu_memory_fraction: float | None = option(None, gt=0, le=1, description="Share of each GPU's memory vLLM may "
+                                               "take (weights, activations, KV cache); on a CPU, of node memory "
+                                               "for the KV cache. Default: CAI_VLLM_MEMORY, else 0.85 on a GPU.")
+    quantization: str | None = option(None, description="vLLM's quantization method (awq, gptq, fp8, ...); "
+                                      "default: what the checkpoint's config says.")
+    prefix_caching: bool = option(True, description="Reuse the KV cache of shared prompt prefixes.")
+    dtype: str = option("auto", description="auto: the fastest exact-enough one on this machine.")
+    seed: int = option(0)
+    pipeline: bool | None = option(None, description="The async engine, requests pipelined across steps "
+                                   "(default: yes unless CAI_VLLM_PIPELINE=0); else the offline engine.")
+
+    def pipelined(self) -> bool:
+        if self.pipeline is not None:
+            return self.pipeline
+        return os.environ.get("CAI_VLLM_PIPELINE", "1") != "0"
+
+    def engine_kwargs(self) -> dict:
+        """The keywords of `engine_args` (`pipeline` picks the engine class instead)."""
+        return self.model_dump(exclude={"pipeline"})
+
+
+def quantization_methods() -> tuple[str, ...]:
+    """The quantization names the installed vLLM accepts (importing it takes seconds)."""
+    import typing
+
+    from vllm.model_executor.layers.quantization import QuantizationMethods
+
+    return typing.get_args(QuantizationMethods)
+
+
+def engine_args(model: str, *, max_model_len: int = 2048, gpu_memory_fraction: float | None = None,
+                prefix_caching: bool = True, tensor_parallel_size: int | None = None,
+                data_parallel_size: int | None = None, quantization: str | None = None, dtype: str = "auto",
+                seed: int = 0, speculative_tokens: int = 0) -> dict:
     """vLLM engine arguments for this machine, shared by the offline and the async engine.
 
     `speculative_tokens` > 0 turns on n-gram speculative decoding: drafts are looked up in the
@@ -84,18 +127,21 @@ def engine_args(model: str, *, max_model_len: int = 2048, memory_fraction: float
     on_gpu = torch.cuda.is_available()
     if not on_gpu:
         use_all_cpus()
-    if memory_fraction is None:
+    if gpu_memory_fraction is None:
         env = os.environ.get("CAI_VLLM_MEMORY")
-        memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
+        gpu_memory_fraction = float(env) if env else (0.85 if on_gpu else cpu_kv_fraction())
     return dict(
         model=model,
         dtype=compute_dtype(on_gpu) if dtype == "auto" else dtype,
         max_model_len=max_model_len,
         enforce_eager=not on_gpu,  # CUDA graphs need a GPU; on the CPU eager is what works
-        gpu_memory_utilization=memory_fraction,
+        gpu_memory_utilization=gpu_memory_fraction,
         enable_prefix_caching=prefix_caching,
-        tensor_parallel_size=tensor_parallel_size,
+        tensor_parallel_size=tensor_parallel_size or 1,
         seed=seed,
+        # Only when asked for, so the engine arguments of a plain run stay what they were.
+        **({"data_parallel_size": data_parallel_size} if data_parallel_size else {}),
+        **({"quantization": quantization} if quantization else {}),
         **({"speculative_config": ngram_speculation(speculative_tokens)} if speculative_tokens else {}),
         **engine_defaults(on_gpu),
     )
@@ -197,8 +243,33 @@ def decoded_logprobs(position: dict) -> dict[str, float]:
     return out
 
 
-class VLLMBackend:
+class VLLMBackend(Engine):
     name = "vllm"
+    Options = VLLMOptions
+
+    @classmethod
+    def check(cls, options: VLLMOptions) -> None:
+        from cai.backends import vllm_available
+
+        if not vllm_available():
+            raise UsageError("vLLM is not installed here: install cai[cpu] or cai[gpu], or use --backend hf")
+        if (options.data_parallel_size or 1) > 1 and not options.pipelined():
+            # vLLM's offline LLM refuses data parallelism in one process; its async engine balances
+            # requests over the copies itself.
+            raise UsageError("--data-parallel-size needs the pipelined engine: unset CAI_VLLM_PIPELINE=0")
+        if options.quantization and options.quantization not in (known := quantization_methods()):
+            raise UsageError(f"--quantization {options.quantization!r}: the installed vLLM knows "
+                             f"{', '.join(known)}")
+
+    @classmethod
+    def open(cls, model: str, options: VLLMOptions):
+        if options.pipelined():
+            # The async engine in-process: each conversation's next request goes in as soon as its
+            # last one returns, so the engine never idles at a step boundary.
+            from cai.backends.vllm_async import AsyncVLLMBackend
+
+            return AsyncVLLMBackend(model, **options.engine_kwargs())
+        return cls(model, **options.engine_kwargs())
 
     def __init__(self, model: str, **engine_opts):
         """`engine_opts`: the keyword arguments of `engine_args` (one list of engine settings)."""
