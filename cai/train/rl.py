@@ -68,47 +68,41 @@ def _reward_model(job: Job):
 
 
 def judge_constitution(job: Job):
-    """(constitution, how it was chosen) for --reward judge: `--constitution` when given, else the
-    run's own snapshot in run.yaml (a run folder as --data), else the one the data's provenance
-    columns name when a constitution of that name has the same sha256, else the bundled default."""
-    from cai.constitution import Constitution, load_constitution
-    from cai.records import RunFolder
+    """(constitution, how it was chosen) for --reward judge, by the judge's one rule
+    (cai.judge.choose_constitution): `--constitution`, else a run folder's run.yaml snapshot, else
+    the one the data's provenance columns name when its sha256 matches, else the bundled default."""
+    from cai.judge import choose_constitution
 
-    if job.cai.constitution:
-        return load_constitution(job.cai.constitution), job.cai.constitution
-    if job.data.kind == "run folder":
-        snapshot = RunFolder(job.data.path).info().get("constitution")
-        if snapshot:
-            c = Constitution.model_validate(snapshot)
-            return c, f"{c.name} (sha256 {c.sha256()[:12]}, the run's run.yaml snapshot)"
-    name, sha = job.data.constitution_name, job.data.constitution_sha256
-    if name and sha and "," not in sha:
-        try:
-            c = load_constitution(name)
-        except UsageError:
-            c = None
-        if c is not None and c.sha256() == sha:
-            return c, f"{c.name} (sha256 {sha[:12]}, named by the data)"
-        job.log(f"rl: the data was made with constitution {name} (sha256 {sha[:12]}), which is not found as it was; "
-                "the judge asks `default`'s questions (pass --constitution to choose)")
-    return load_constitution("default"), "default"
+    chosen = choose_constitution(job.cai.constitution,
+                                 run_dir=job.data.path if job.data.kind == "run folder" else None,
+                                 data_name=job.data.constitution_name, data_sha256=job.data.constitution_sha256,
+                                 log=lambda s: job.log(f"rl: {s}"))
+    return chosen.constitution, chosen.how
 
 
 def _judge_reward(job: Job):
     """A TRL reward function: the judge's P(completion beats the row's reference answer)."""
-    from cai.backends import load_backend
-    from cai.judge import Judge, JudgeConfig, PairInput
+    from pydantic import ValidationError
+
+    from cai.judge import JudgeSettings, PairInput, build_judge
     from cai.records import record_id
 
     if any(r.get("reference") is None for r in job.rows):
         raise UsageError("--reward judge compares each completion with the prompt's reference answer; "
                          "use preference rows (or SFT rows) rather than bare prompts")
     job.cai.judge_model = job.cai.judge_model or job.model  # recorded in the card as the judge actually used
-    opts = {"base_url": job.cai.judge_base_url} if job.cai.judge_backend == "openai" else {}
-    backend = load_backend(job.cai.judge_backend, job.cai.judge_model, **opts)
+    # No ties in a reward: the judge's probability is the reward as it is.
+    try:
+        settings = JudgeSettings(model=job.cai.judge_model, backend=job.cai.judge_backend,
+                                 # a server URL means something to the openai engine only
+                                 base_url=job.cai.judge_base_url if job.cai.judge_backend == "openai" else None,
+                                 ensemble=job.cai.judge_ensemble,
+                                 constitution=job.cai.constitution, threshold=0.0, seed=job.args.seed)
+    except ValidationError as exc:
+        raise UsageError("--reward judge: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                         for e in exc.errors())) from None
     constitution, job.extra["judge_constitution"] = judge_constitution(job)
-    ai_judge = Judge(backend, constitution,
-                     JudgeConfig(ensemble=job.cai.judge_ensemble, cot=False, threshold=0.0, seed=job.args.seed))
+    ai_judge = build_judge(settings, constitution)
 
     def judge(prompts, completions, reference, **_):
         items = []
