@@ -15,6 +15,7 @@ from typing import Literal
 import click
 from pydantic import Field
 
+from cai.backends.registry import NAMES
 from cai.errors import UsageError
 from cai.train.data import prompt_rows
 from cai.train.recipe import Settings
@@ -163,7 +164,7 @@ STAGE = Stage(
         click.option("--reward", type=click.Choice(["model", "judge"]), default=None, help="Reward source [default: model]."),
         click.option("--reward-model", default=None, help="A `cai train reward` output folder (with --reward model)."),
         click.option("--judge-model", default=None, help="Judge model for --reward judge [default: the starting model]."),
-        click.option("--judge-backend", type=click.Choice(["hf", "vllm", "openai"]), default=None,
+        click.option("--judge-backend", type=click.Choice(NAMES), default=None,
                      help="Judge engine [default: hf, in process]."),
         click.option("--judge-base-url", default=None, help="Server URL(s) for --judge-backend openai."),
         click.option("--constitution", default=None,
