@@ -17,6 +17,7 @@ COMMANDS = [
     ("train", "train"),
     ("evaluate", "eval_"),
     ("demo", "demo"),
+    ("view", "view"),
 ]
 
 
