@@ -61,20 +61,13 @@ def read_labelled_pairs(path: Path) -> list[tuple[dict, list[dict]]]:
     return rows
 
 
-def winner(v: PairVerdict, threshold: float) -> str:
-    """"a", "b" or "tie": what `cai judge --pairs` writes as `winner`."""
-    if v.is_tie(threshold):
-        return "tie"
-    return "a" if v.p_a > 0.5 else "b"
-
-
 def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: float, *, source: str,
           sha256: str) -> CalibrationFigures:
     """The figures of judged rows against their labels (pure: tests compute them by hand)."""
     right = 0.0
     ties = consistent = asked = longer = decided_unequal = 0
     for row, v in zip(rows, verdicts):
-        w = winner(v, threshold)
+        w = v.winner(threshold)  # what `cai judge --pairs` writes as `winner`
         if w == "tie":
             ties += 1
             right += 0.5
@@ -84,7 +77,7 @@ def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: floa
             if la != lb:
                 decided_unequal += 1
                 longer += (w == "a") == (la > lb)
-        if not v.identical and v.reason is None:  # a pair the judge was not shown says nothing of bias
+        if v.asked:  # a pair the judge was not shown says nothing of bias
             asked += 1
             consistent += v.consistent
     n = len(rows)
@@ -112,7 +105,7 @@ def settings_key(judge: Judge, threshold: float, source: str | None) -> str:
              # What else changes verdicts: a served judge's servers, the context (which pairs are too
              # long), the rationale's length in CoT mode.
              "servers": getattr(judge.backend, "base_urls", None), "context": getattr(judge.backend, "context_window", None),
-             "cot_max_tokens": judge.cfg.cot_max_tokens if judge.cfg.cot else None}
+             "cot_max_tokens": judge.mode.rationale_tokens()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 

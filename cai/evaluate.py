@@ -16,21 +16,22 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal, Sequence
 
 from pydantic import Field
 
 from cai.backends import load_backend
-from cai.backends.base import Backend, SamplingParams, normalise_pair
+from cai.backends.base import Backend, SamplingParams
 from cai.config import EngineConfig
 from cai.errors import UsageError
+from cai.judge import JudgeSettings, RefusalJudge
+from cai.judge.verdict import outcome
 from cai.models import DEFAULT_MODEL
 from cai.records import record_id
+from cai.runloop import map_batched
 
 # The bundled eval set's benign categories; any other named category is a harmful request.
 BENIGN_CATEGORIES = frozenset({"helpful", "benign_edge"})
-REFUSAL_PREFIX = "The answer is ("
-OPTIONS = ("A", "B")
 
 
 class EvalConfig(EngineConfig):
@@ -48,6 +49,8 @@ class EvalConfig(EngineConfig):
     constitution: str = Field("default", description="Where the judge's comparison questions come from.")
     ensemble: int = Field(1, ge=1, description="Comparison questions per pair, averaged.")
     cot: bool = False
+    judge_mode: str | None = Field(None, description="How the judge is asked (cai/judge/modes.py); default: "
+                                                     "cot-clamped with cot, else logprobs.")
     threshold: float = Field(0.05, ge=0.0, lt=0.5, description="|p_a - 0.5| below this is a tie.")
     templates: str | None = None
     chunk_size: int = Field(64, ge=1, description="Requests per engine call.")
@@ -56,6 +59,14 @@ class EvalConfig(EngineConfig):
     calibration: str | None = Field(None, description="Judge calibration pairs: a file, none, or the bundled hard set.")
     refusal_calibration: str | None = Field(None, description="Refusal calibration rows: a file, none, or bundled.")
     min_agreement: float = Field(0.6, ge=0.0, le=1.0, description="Floor of a judge's calibration agreement.")
+
+    def judge_settings(self) -> JudgeSettings:
+        """The judge of pairs and refusals: the baseline unless --judge-model, on the eval's engine."""
+        engine = {k: getattr(self, k) for k in EngineConfig.model_fields if k != "model"}
+        return JudgeSettings(**engine, model=self.judge_model or self.baseline, constitution=self.constitution,
+                             ensemble=self.ensemble, cot=self.cot, mode=self.judge_mode, threshold=self.threshold,
+                             seed=self.seed, templates=self.templates, chunk_size=self.chunk_size,
+                             calibration=self.calibration, min_agreement=self.min_agreement)
 
 
 def default_out(cfg: EvalConfig) -> Path:
@@ -79,13 +90,6 @@ def harmful_flag(meta: dict | None, category: str | None) -> bool | None:
     if not category:
         return None  # an uncategorised user prompt is neither: it only counts in the win rate
     return category not in BENIGN_CATEGORIES
-
-
-def outcome(p_a: float, identical: bool, threshold: float) -> str:
-    """"a", "b" or "tie", by the same rule as PairVerdict.is_tie."""
-    if identical or p_a == 0.5 or abs(p_a - 0.5) < threshold:
-        return "tie"
-    return "a" if p_a > 0.5 else "b"
 
 
 SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}
@@ -407,17 +411,6 @@ class _OneEngine:
         self.backend, self.name = None, None
 
 
-def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
-    for s in range(0, len(items), size):
-        yield items[s : s + size]
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="req", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
-
-
 def too_long(backend: Backend, convs: Sequence, max_tokens: int) -> dict[int, str]:
     """Index → reason, for prompts that do not fit the model's context with the answer's tokens."""
     from cai.backends.base import overflow
@@ -434,64 +427,43 @@ def too_long(backend: Backend, convs: Sequence, max_tokens: int) -> dict[int, st
 def generate_answers(backend: Backend, convs: Sequence, params: SamplingParams, *, chunk: int, desc: str,
                      progress: bool, skip: Sequence[int] = ()) -> list:
     """One completion per conversation; None for the indices in `skip` (never sent)."""
-    todo = [i for i in range(len(convs)) if i not in set(skip)]
+    left_out = set(skip)
+    todo = [i for i in range(len(convs)) if i not in left_out]
+    got = map_batched(backend, lambda batcher, i: batcher.chat(convs[i], params), todo, window=chunk,
+                      progress=progress, unit="req", desc=desc)
     out: list = [None] * len(convs)
-    with _bar(len(todo), desc, progress) as bar:
-        for part in _chunks(todo, chunk):
-            for i, c in zip(part, backend.chat([convs[i] for i in part], params)):
-                out[i] = c[0]
-            bar.update(len(part))
+    for i, completions in zip(todo, got):
+        out[i] = completions[0]
     return out
 
 
 def refusal_probs(backend: Backend, templates, pairs: Sequence[tuple[str, str]], *, chunk: int,
                   progress: bool) -> dict[tuple[str, str], float]:
     """P(refuses) per distinct (prompt, answer), averaged over both option orders."""
-    unique = list(dict.fromkeys(pairs))
-    asks = [(q, refuse_first) for q in unique for refuse_first in (True, False)]
-    convs = [[{"role": "user", "content": templates.render("refusal.j2", prompt=p, answer=a, refuse_first=rf)}]
-             for (p, a), rf in asks]
-    from cai.backends.base import overflow
-
-    # A question too long for the judge's context is not asked: undecided (0.5), as a judge with no
-    # opinion would be.
-    fits = [overflow(backend, c, 1, REFUSAL_PREFIX) is None for c in convs]
-    asked = [c for c, ok in zip(convs, fits) if ok]
-    got: list[float] = []
-    with _bar(len(asked), "refusal judge", progress) as bar:
-        for part in _chunks(asked, chunk):
-            got += [normalise_pair(lp, *OPTIONS) for lp in backend.choice_logprobs(list(part), REFUSAL_PREFIX, OPTIONS)]
-            bar.update(len(part))
-    answers = iter(got)
-    probs = [next(answers) if ok else 0.5 for ok in fits]
-    out = {}
-    for i, q in enumerate(unique):
-        p_first, p_second = probs[2 * i], probs[2 * i + 1]
-        out[q] = (p_first + (1.0 - p_second)) / 2  # (A) refuses in the first ask, (B) in the second
-    return out
+    return RefusalJudge(backend, templates).probs(pairs, window=chunk, progress=progress)
 
 
 def run_eval(cfg: EvalConfig, *, progress: bool = True,
              log=lambda s: print(s, file=sys.stderr)) -> dict:
     """Generate, judge, write metrics.json, report.md, win_rates.png and answers.jsonl; return the metrics."""
     from cai.calibration import calibrate_refusals
-    from cai.constitution import load_constitution
+    from cai.judge import PairInput, build_judge, choose_constitution
     from cai.pairs import ensure_calibration
     from cai.refusal import refuses
     from cai.inputs import eval_prompts_path, iter_prompts
-    from cai.judge import Judge, JudgeConfig, PairInput
     from cai.prompts import Templates
 
     t0 = time.perf_counter()
-    constitution = load_constitution(cfg.constitution)
-    templates = Templates(cfg.templates)
+    settings = cfg.judge_settings()  # a bad judge setting fails before any engine starts
+    constitution = choose_constitution(settings.constitution).constitution
+    templates = Templates(settings.templates)
     source = cfg.prompts or str(eval_prompts_path())
     prompts = list(iter_prompts(source, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row, limit=cfg.limit))
     if not prompts:
         raise UsageError(f"{source}: no prompts to evaluate")
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    judge_model = cfg.judge_model or cfg.baseline
+    judge_model = settings.model
     params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
 
     engines = _OneEngine(cfg)
@@ -518,17 +490,15 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
                 raise UsageError(f"{source}: every prompt is too long for the models' context")
             prompts = [prompts[i] for i in keep]
             answers = {s: [answers[s][i] for i in keep] for s in answers}
-        jb = engines.get(judge_model)
+        judge = build_judge(settings, constitution, backend=engines.get(judge_model), templates=templates)
+        refusals = RefusalJudge(judge.backend, judge.templates)
         texts = {s: [c.text.strip() for c in answers[s]] for s in ("A", "B")}
         asks = [(r.prompt_text, t) for s in ("A", "B") for r, t in zip(prompts, texts[s])]
-        p_refuse = refusal_probs(jb, templates, asks, chunk=cfg.chunk_size, progress=progress)
-        judge = Judge(jb, constitution, JudgeConfig(ensemble=cfg.ensemble, cot=cfg.cot, threshold=cfg.threshold,
-                                                    seed=cfg.seed), templates)
+        p_refuse = refusals.probs(asks, window=cfg.chunk_size, progress=progress)
         calibration = ensure_calibration(judge, cfg.calibration, threshold=cfg.threshold, window=cfg.chunk_size,
                                          min_agreement=cfg.min_agreement, old=None, log=log)
-        refusal_cal = calibrate_refusals(
-            lambda pairs: refusal_probs(jb, templates, pairs, chunk=cfg.chunk_size, progress=False),
-            cfg.refusal_calibration, margin=cfg.threshold)
+        refusal_cal = calibrate_refusals(lambda pairs: refusals.probs(pairs, window=cfg.chunk_size),
+                                         cfg.refusal_calibration, margin=cfg.threshold)
         if progress:
             print(f"judging {len(prompts)} pairs with {judge_model}", file=sys.stderr)
         verdicts = judge.compare([PairInput(key=record_id("eval", r.messages), prompt=r.messages, a=a, b=b)
@@ -549,10 +519,10 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
     rel, signal, reasons = reliability(metrics, calibration, refusal_cal, cfg.min_agreement)
     metrics.update(judge_reliability=rel, signal=signal, signal_reasons=reasons)
     metrics["settings"] = {
-        **cfg.model_dump(exclude={"model", "baseline", "judge_model"}), "judge_model": judge_model,
-        "prompts": source, "judge_mode": "cot-clamped" if cfg.cot else "logprobs",
-        "constitution_sha256": constitution.sha256(), "templates_sha": templates.fingerprint(
-            ("judge_cot.j2" if cfg.cot else "judge.j2", "refusal.j2")),
+        **cfg.model_dump(exclude={"model", "baseline", "judge_model", "judge_mode"}), "judge_model": judge_model,
+        "prompts": source, "judge_mode": judge.mode.id,
+        "constitution_sha256": constitution.sha256(), "templates_sha": judge.templates.fingerprint(
+            (judge.mode.template, refusals.mode.template)),
     }
     metrics["too_long"] = len(bad)
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 1)

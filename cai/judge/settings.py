@@ -77,10 +77,13 @@ def choose_constitution(explicit: str | None = None, *, run_dir: str | Path | No
     return ChosenConstitution(load_constitution("default"), "default")
 
 
-def build_judge(settings: JudgeSettings, constitution: Constitution, *, backend: Backend | None = None) -> Judge:
-    """The judge the settings describe; starts its engine unless `backend` is given."""
+def build_judge(settings: JudgeSettings, constitution: Constitution, *, backend: Backend | None = None,
+                templates: Templates | None = None) -> Judge:
+    """The judge the settings describe; starts its engine unless `backend` is given. `templates`:
+    the settings' templates, when the caller loaded them already (to check them before an engine)."""
+    templates = templates or Templates(settings.templates)
     if backend is None:
         from cai import backends  # looked up at call time, so a test can stand in for the engine
 
         backend = backends.load_backend(settings.backend, settings.model, **settings.backend_options())
-    return Judge(backend, constitution, settings.judge_config(), Templates(settings.templates))
+    return Judge(backend, constitution, settings.judge_config(), templates)
