@@ -12,10 +12,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cai.backends.base import SamplingParams
+from cai.backends.registry import NAMES
 from cai.errors import UsageError
 from cai.models import DEFAULT_MODEL
 
 C = TypeVar("C", bound=BaseModel)
+BackendName = Literal[NAMES]  # type: ignore[valid-type]  # the registry's names
+# Settings of one engine (refused by a backend that cannot use them), as opposed to the server
+# limits any command hands to whichever engine it starts.
+ENGINE_SETTINGS = ("max_model_len", "tensor_parallel_size", "data_parallel_size", "gpu_memory_fraction",
+                   "quantization")
 
 
 class StepSampling(BaseModel):
@@ -33,9 +39,19 @@ class StepSampling(BaseModel):
 class EngineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(DEFAULT_MODEL, description="A known model name or a local model folder.")
-    backend: Literal["vllm", "hf", "openai"] | None = Field(None, description="Default: vllm where it imports, else hf.")
+    backend: BackendName | None = Field(None, description="Default: vllm where it imports, else hf.")
     base_url: str | None = Field(None, description="openai backend: server URL(s), comma-separated.")
     max_model_len: int = Field(2048, ge=256, description="vLLM context length; the default model's limit is 8k.")
+    # vLLM's engine on GPUs (None: vLLM's default, or cai's for this machine). Another backend
+    # refuses them, so a recipe never runs with a setting silently lost.
+    tensor_parallel_size: int | None = Field(None, ge=1, description="vLLM: GPUs one copy of the model is split "
+                                             "over (a model too big for one GPU).")
+    data_parallel_size: int | None = Field(None, ge=1, description="vLLM: copies of the model on a node's GPUs "
+                                           "(each tensor_parallel_size GPUs), requests spread over them.")
+    gpu_memory_fraction: float | None = Field(None, gt=0, le=1, description="vLLM: share of each GPU's memory "
+                                              "the engine takes (weights and KV cache) [default: 0.85].")
+    quantization: str | None = Field(None, description="vLLM's quantization method for AWQ/GPTQ/FP8 checkpoints "
+                                     "(awq, gptq, fp8, ...); default: what the checkpoint says.")
     speculative_tokens: int = Field(0, ge=0, le=16, description="vLLM: n-gram speculative decoding, draft tokens per "
                                                                 "step (0: off).")
     # The openai backend's limits. None: CAI_OPENAI_TIMEOUT / _CONCURRENCY / _MAX_RETRIES where set,
@@ -49,8 +65,14 @@ class EngineConfig(BaseModel):
         be chosen later, from CAI_BACKEND or what imports)."""
         opts = {"base_url": self.base_url, "max_model_len": self.max_model_len,
                 "speculative_tokens": self.speculative_tokens or None, "timeout": self.request_timeout,
-                "concurrency": self.concurrency, "max_retries": self.max_retries}
+                "concurrency": self.concurrency, "max_retries": self.max_retries,
+                **{k: getattr(self, k) for k in ENGINE_SETTINGS}}
         return {k: v for k, v in opts.items() if v is not None}
+
+    def engine_settings(self) -> dict:
+        """The engine settings given (flag or recipe), as a run records them."""
+        return {k: getattr(self, k) for k in ENGINE_SETTINGS
+                if k in self.model_fields_set and getattr(self, k) is not None}
 
 
 class GenerateConfig(EngineConfig):
@@ -73,13 +95,35 @@ class GenerateConfig(EngineConfig):
     # A critic stronger than the policy: the policy writes the answers, this model the critiques and
     # revisions, in the same conversations (how Constitutional AI is used with small policies).
     reviser_model: str | None = Field(None, description="Model that writes critiques and revisions; default: --model.")
-    reviser_backend: Literal["vllm", "hf", "openai"] | None = Field(
-        None, description="Engine of the reviser; default: the policy's.")
+    reviser_backend: BackendName | None = Field(None, description="Engine of the reviser; default: the policy's.")
     reviser_base_url: str | None = Field(None, description="openai reviser: server URL(s), comma-separated.")
 
+    def _reviser_takes(self) -> set[str]:
+        """The engine settings given that go to the reviser's engine rather than the policy's.
+
+        One process runs at most one vLLM engine, so those settings are one engine's: the policy's
+        when its backend takes them, else a reviser's on its own backend that does (a policy on a
+        server, the reviser on local GPUs). The server limits are shared by both, as before."""
+        given = {k for k in ENGINE_SETTINGS if getattr(self, k) is not None and k in self.model_fields_set}
+        if not given or not self.reviser_backend or not self.reviser_name or self.backend not in (None, *NAMES):
+            return set()
+        from cai.backends import resolve_backend_name
+        from cai.backends.registry import options_model
+
+        policy = options_model(resolve_backend_name(self.backend)).model_fields
+        reviser = options_model(self.reviser_backend).model_fields
+        return {k for k in given if k not in policy and k in reviser}
+
+    def backend_options(self) -> dict:
+        moved = self._reviser_takes()
+        return {k: v for k, v in super().backend_options().items() if k not in moved}
+
     def reviser_options(self) -> dict:
-        """The reviser's engine settings: the policy's, with its own server URLs when it has them."""
-        opts = dict(self.backend_options())
+        """The reviser's engine settings: the policy's server limits, its own server URLs when it has
+        them, and the engine settings that are its own (see `_reviser_takes`)."""
+        moved = self._reviser_takes()
+        opts = {k: v for k, v in super().backend_options().items()
+                if k in moved or k not in ENGINE_SETTINGS or k not in self.model_fields_set}
         if self.reviser_base_url:
             opts["base_url"] = self.reviser_base_url
         return opts

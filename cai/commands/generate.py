@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cai.commands.options import echo_lines, engine_options
+from cai.commands.options import backend_choice, echo_lines, engine_options
 
 
 @click.command()
@@ -15,7 +15,7 @@ from cai.commands.options import echo_lines, engine_options
 @click.option("--model", default=None, help="Model name or local folder [default: smollm2-135m].")
 @engine_options
 @click.option("--reviser-model", default=None, help="Model that writes the critiques and revisions (a stronger critic) [default: --model].")
-@click.option("--reviser-backend", type=click.Choice(["vllm", "hf", "openai"]), default=None, help="Engine of the reviser [default: the policy's].")
+@click.option("--reviser-backend", type=backend_choice(), default=None, help="Engine of the reviser [default: the policy's].")
 @click.option("--reviser-base-url", default=None, help="openai reviser: server URL(s), comma-separated.")
 @click.option("--rounds", type=click.IntRange(0), default=None, help="Critique → revision rounds [default: 2].")
 @click.option("--samples", type=click.IntRange(1), default=None, help="Answers per prompt, in one request [default: 1].")

@@ -4,7 +4,31 @@ from __future__ import annotations
 
 import click
 
-from cai.backends import BACKENDS
+from cai.backends.registry import LOCAL, NAMES
+
+
+def backend_choice(*, local: bool = False) -> click.Choice:
+    """The registry's backend names (only those running the model in this process with `local`)."""
+    return click.Choice(LOCAL if local else NAMES)
+
+
+def vllm_engine_options(f):
+    """The vLLM engine's settings for GPUs. Unset (None) so that a recipe still applies; a backend
+    that cannot use one refuses it (exit 2)."""
+    f = click.option("--quantization", default=None, metavar="METHOD",
+                     help="vllm backend: quantization method of the checkpoint (awq, gptq, fp8, ...) "
+                          "[default: what the checkpoint's config says].")(f)
+    f = click.option("--max-model-len", type=click.IntRange(256), default=None, metavar="TOKENS",
+                     help="vllm backend: context length (prompt plus reply) [default: 2048].")(f)
+    f = click.option("--gpu-memory-fraction", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     metavar="F", help="vllm backend: share of each GPU's memory the engine takes, weights and "
+                                       "KV cache (or CAI_VLLM_MEMORY) [default: 0.85].")(f)
+    f = click.option("--data-parallel-size", type=click.IntRange(1), default=None, metavar="N",
+                     help="vllm backend: copies of the model on this node's GPUs, each on --tensor-parallel-size "
+                          "GPUs; requests are spread over them [default: 1].")(f)
+    f = click.option("--tensor-parallel-size", type=click.IntRange(1), default=None, metavar="N",
+                     help="vllm backend: GPUs one copy of the model is split over [default: 1].")(f)
+    return f
 
 
 def engine_options(f):
@@ -25,8 +49,9 @@ def engine_options(f):
     f = click.option("--speculative-tokens", type=click.IntRange(0, 16), default=None, metavar="N",
                      help="vllm backend: n-gram speculative decoding with N draft tokens per step, drafted from "
                           "the prompt (revisions copy long runs of it); 0 turns it off [default: 0].")(f)
+    f = vllm_engine_options(f)
     f = click.option("--base-url", default=None, help="openai backend: server URL(s), comma-separated (or CAI_OPENAI_BASE_URL).")(f)
-    f = click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Inference engine (default: vllm where it imports, else hf).")(f)
+    f = click.option("--backend", type=backend_choice(), default=None, help="Inference engine (default: vllm where it imports, else hf).")(f)
     return f
 
 
