@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cai.backends.base import SamplingParams
 from cai.backends.registry import NAMES
@@ -68,6 +68,16 @@ class EngineConfig(BaseModel):
                 "concurrency": self.concurrency, "max_retries": self.max_retries,
                 **{k: getattr(self, k) for k in ENGINE_SETTINGS}}
         return {k: v for k, v in opts.items() if v is not None}
+
+    @model_validator(mode="after")
+    def _backend_takes_its_settings(self):
+        """With the backend named, a setting it cannot use fails with the recipe, before any output
+        folder is made (else when the engine is chosen: `load_backend` checks the same)."""
+        if self.backend in NAMES:
+            from cai.backends import _engine_options
+
+            _engine_options(self.backend, self.backend_options(), notes=False)
+        return self
 
     def engine_settings(self) -> dict:
         """The engine settings given (flag or recipe), as a run records them."""

@@ -49,9 +49,9 @@ def default_backend() -> str:
 def resolve_backend_name(name: str | None) -> str:
     """The engine a run will use: `name`, or the default; an unknown name is a UsageError."""
     name = name or default_backend()
-    if name not in BACKENDS:
+    if name not in REGISTRY:
         where = " (from CAI_BACKEND)" if name == os.environ.get("CAI_BACKEND") else ""
-        raise UsageError(f"unknown backend {name!r}{where}: choose one of {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {name!r}{where}: choose one of {', '.join(REGISTRY)}")
     return name
 
 

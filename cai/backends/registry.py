@@ -44,7 +44,7 @@ def options_model(name: str) -> type[BackendOptions]:
 
 def owners(option: str) -> list[str]:
     """The backends whose Options have `option`, in registry order."""
-    return [n for n in NAMES if option in options_model(n).model_fields]
+    return [n for n in REGISTRY if option in options_model(n).model_fields]
 
 
 def owner_policy(option: str) -> str:

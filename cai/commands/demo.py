@@ -12,20 +12,22 @@ from pathlib import Path
 
 import click
 
+from cai.commands.options import backend_choice, vllm_engine_options
 from cai.models import DEFAULT_MODEL
 
 
 @click.command()
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False), help="Where every output goes.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Policy (and judge) model.")
-@click.option("--backend", type=click.Choice(["vllm", "hf"]), default=None, help="Inference engine [default: vllm where installed].")
+@click.option("--backend", type=backend_choice(local=True), default=None, help="Inference engine [default: vllm where installed].")
+@vllm_engine_options
 @click.option("--limit", type=click.IntRange(2), default=48, show_default=True, help="Training prompts from the bundled set.")
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--eval-limit", type=click.IntRange(2), default=32, show_default=True, help="Held-out evaluation prompts.")
 @click.option("--sft-steps", type=click.IntRange(1), default=12, show_default=True)
 @click.option("--dpo-steps", type=click.IntRange(1), default=12, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, seed) -> None:
+def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, seed, **engine) -> None:
     """Run the whole loop on the bundled constitution, prompts and default model."""
     from cai.config import GenerateConfig, JudgeSettings
     from cai.constitution import load_constitution
@@ -50,7 +52,8 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
     step(f"1/6 generate: {limit} prompts, answer + {rounds} critique → revision rounds")
     t0 = time.perf_counter()
-    gcfg = GenerateConfig(model=model, backend=backend, limit=limit, rounds=rounds, seed=seed, run_dir=str(run_dir))
+    engine = {k: v for k, v in engine.items() if v is not None}  # vLLM's settings, for every stage's engine
+    gcfg = GenerateConfig(**engine, model=model, backend=backend, limit=limit, rounds=rounds, seed=seed, run_dir=str(run_dir))
     gsum = run_generate(gcfg)
     took("generate", t0)
     for line in gsum.lines():
@@ -58,7 +61,7 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
     step("2/6 judge: revision vs initial answer, both orders, soft labels")
     t0 = time.perf_counter()
-    jset = JudgeSettings(model=model, backend=backend, seed=seed)
+    jset = JudgeSettings(**engine, model=model, backend=backend, seed=seed)
     judge = Judge(load_backend(jset.backend, jset.model, **jset.backend_options()), load_constitution("default"),
                   JudgeConfig(threshold=jset.threshold, seed=seed))
     jsum = judge_run(run_dir, judge, "revision", threshold=jset.threshold, calibration=jset.calibration,
@@ -119,7 +122,7 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
     step(f"6/6 eval: aligned vs base on {eval_limit} held-out prompts")
     t0 = time.perf_counter()
-    metrics = run_eval(EvalConfig(model=str(aligned), baseline=model, judge_model=model, backend=backend,
+    metrics = run_eval(EvalConfig(**engine, model=str(aligned), baseline=model, judge_model=model, backend=backend,
                                   limit=eval_limit, out=str(out / "eval"), seed=seed))
     took("eval", t0)
 
