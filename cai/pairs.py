@@ -13,18 +13,20 @@ import asyncio
 import itertools
 import json
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from cai.batching import Batcher, run_interruptible
+from pydantic import Field
+
+from cai.batching import Batcher
 from cai.calibration import MIN_AGREEMENT, calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
 from cai.errors import Failure, UsageError
-from cai.judge import Judge, PairInput, PairVerdict
+from cai.judge import Judge, JudgeSettings, PairInput, PairVerdict
 from cai.records import (TIES, AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows,
                          record_id)
+from cai.runloop import BatchRun
 
 REVISION_FLIPS = "judge preferred the initial answer over the revision"
 
@@ -84,7 +86,7 @@ class JudgeSummary:
         self.judged += 1
         self.identical += verdict.identical
         self.too_long += verdict.reason is not None
-        self.consistent += verdict.consistent and not verdict.identical and verdict.reason is None
+        self.consistent += verdict.consistent and verdict.asked
         if tie:
             self.ties += 1
 
@@ -197,45 +199,36 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
                     summary.skipped += 1
                 else:
                     todo.append((pid, src, item))
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(todo), unit="pair", disable=not progress, file=sys.stderr)
-            batcher = Batcher(judge.backend)
-
-            def jobs():
-                for pid, src, item in todo:
-                    if strategy == "revision":
-                        yield lambda pid=pid, src=src, item=item: _revision_pair(judge, batcher, pid, src[0], item)
-                    else:
-                        yield lambda pid=pid, src=src: _samples_pair(judge, batcher, pid, src)
-
-            def done(res) -> None:
-                pid, src, verdict, chosen, rejected, p_chosen, flipped = res
-                tie = verdict.is_tie(threshold) or chosen.strip() == rejected.strip()
-                summary.count(verdict, tie)
-                base = dict(id=pid, prompt=src[0].prompt, category=src[0].category,
-                            judgements=verdict.judgements, strategy=strategy, source_ids=[g.id for g in src],
-                            meta={**meta, "flipped": flipped, "p_first": verdict.p_first, "p_second": verdict.p_second})
-                if tie:
-                    summary.tie_ids.append(pid)
-                    ties.write([{**PreferenceRecord(chosen=chosen, rejected=rejected, p_chosen=p_chosen, **base).model_dump(mode="json"),
-                                 "tie": True, **({"reason": verdict.reason} if verdict.reason else {})}])
-                else:
-                    summary.flips += flipped
-                    prefs.write([PreferenceRecord(chosen=chosen, rejected=rejected, p_chosen=p_chosen, **base)])
-                bar.update(1)
-
             def flush():
                 prefs.flush()
                 ties.flush()
 
-            t0 = time.perf_counter()
-            try:
-                run_interruptible(batcher.run(jobs(), window=window, on_done=done, on_step=flush))
-            finally:
-                flush()
-                bar.close()
-            summary.seconds = time.perf_counter() - t0
+            loop = BatchRun(Batcher(judge.backend), total=len(todo), unit="pair", progress=progress, flush=flush)
+            pair = _revision_pair if strategy == "revision" else _samples_pair
+
+            def jobs():
+                for pid, src, item in todo:
+                    yield lambda pid=pid, src=src, item=item: pair(judge, loop.batcher, pid, src, item)
+
+            def done(r: JudgedPair) -> None:
+                v = r.verdict
+                tie = v.is_tie(threshold) or r.chosen.strip() == r.rejected.strip()
+                summary.count(v, tie)
+                record = PreferenceRecord(
+                    id=r.id, prompt=r.sources[0].prompt, category=r.sources[0].category, chosen=r.chosen,
+                    rejected=r.rejected, p_chosen=r.p_chosen, judgements=v.judgements, strategy=strategy,
+                    source_ids=[g.id for g in r.sources],
+                    meta={**meta, "flipped": r.flipped, "p_first": v.p_first, "p_second": v.p_second})
+                if tie:
+                    summary.tie_ids.append(r.id)
+                    ties.write([{**record.model_dump(mode="json"), "tie": True,
+                                 **({"reason": v.reason} if v.reason else {})}])
+                else:
+                    summary.flips += r.flipped
+                    prefs.write([record])
+
+            loop.run(jobs(), done, window=window)
+            summary.seconds = loop.seconds
         summary.stats = bias_stats((p["chosen"], p["rejected"], (p.get("meta") or {}).get("p_first", 0.5),
                                     (p.get("meta") or {}).get("p_second", 0.5)) for p in read_rows(run.preferences))
         run.update_info(judge_stats=summary.stats)
@@ -244,14 +237,30 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
     return summary
 
 
-async def _revision_pair(judge: Judge, batcher: Batcher, pid: str, g: GenerationRecord, item: PairInput):
+@dataclass(frozen=True)
+class JudgedPair:
+    """One pair of a run, judged: chosen and rejected as the verdict orders them."""
+
+    id: str
+    sources: list[GenerationRecord]
+    verdict: PairVerdict  # about (chosen, rejected)
+    chosen: str
+    rejected: str
+    p_chosen: float
+    flipped: bool = False  # revision strategy: the judge preferred the initial answer
+
+
+async def _revision_pair(judge: Judge, batcher: Batcher, pid: str, src: list[GenerationRecord],
+                         item: PairInput) -> JudgedPair:
+    g = src[0]
     v = await judge.averdict(batcher, item)
     if v.p_a >= 0.5:
-        return pid, [g], v, g.final, g.initial, v.p_a, False
-    return pid, [g], v, g.initial, g.final, 1.0 - v.p_a, True
+        return JudgedPair(pid, src, v, g.final, g.initial, v.p_a)
+    return JudgedPair(pid, src, v, g.initial, g.final, 1.0 - v.p_a, flipped=True)
 
 
-async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[GenerationRecord]):
+async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[GenerationRecord],
+                        item: None = None) -> JudgedPair:
     texts = [g.final for g in group]
     combos = list(itertools.combinations(range(len(group)), 2))
     verdicts = await asyncio.gather(*(
@@ -269,8 +278,8 @@ async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[Ge
     i, j = sorted((best, worst))
     v = verdicts[combos.index((i, j))]
     if best != i:  # the direct verdict is about (i, j); turn it to (best, worst)
-        v = v.model_copy(update={"p_a": 1 - v.p_a, "p_first": 1 - v.p_second, "p_second": 1 - v.p_first})
-    return pid, group, v, texts[best], texts[worst], v.p_a, False
+        v = v.swapped()
+    return JudgedPair(pid, group, v, texts[best], texts[worst], v.p_a)
 
 
 def read_pairs(in_path: Path) -> list[tuple[dict, list[dict]]]:
@@ -292,6 +301,14 @@ def read_pairs(in_path: Path) -> list[tuple[dict, list[dict]]]:
             raise UsageError(f"{in_path}: line {n}: prompt: a string or a list of {{role, content}} messages")
         rows.append((row, prompt))
     return rows
+
+
+@dataclass(frozen=True)
+class JudgedRow:
+    """One row of an outside pairs file, judged as given."""
+
+    row: dict
+    verdict: PairVerdict
 
 
 def calibration_path(out_path: Path) -> Path:
@@ -330,34 +347,25 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
     with AppendWriter(out_path) as out:
         todo = [(r, p) for r, p in rows if str(r["id"]) not in out]
         summary.skipped = len(rows) - len(todo)
-        batcher = Batcher(judge.backend)
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="pair", disable=not progress, file=sys.stderr)
+        loop = BatchRun(Batcher(judge.backend), total=len(todo), unit="pair", progress=progress, flush=out.flush)
 
         def jobs():
             for row, prompt in todo:
-                async def job(row=row, prompt=prompt):
-                    return row, await judge.averdict(batcher, PairInput(key=str(row["id"]), prompt=prompt,
-                                                                        a=row["response_a"], b=row["response_b"]))
+                async def job(row=row, prompt=prompt) -> JudgedRow:
+                    item = PairInput(key=str(row["id"]), prompt=prompt, a=row["response_a"], b=row["response_b"])
+                    return JudgedRow(row, await judge.averdict(loop.batcher, item))
                 yield job
 
-        def done(res) -> None:
-            row, v = res
-            tie = v.is_tie(threshold)
-            summary.count(v, tie)
-            winner = "tie" if tie else ("a" if v.p_a > 0.5 else "b")
-            out.write([{**row, "id": str(row["id"]), "p_a": v.p_a, "p_first": v.p_first, "p_second": v.p_second,
+        def done(r: JudgedRow) -> None:
+            v = r.verdict
+            winner = v.winner(threshold)
+            summary.count(v, winner == "tie")
+            out.write([{**r.row, "id": str(r.row["id"]), "p_a": v.p_a, "p_first": v.p_first, "p_second": v.p_second,
                         "winner": winner, "question_ids": v.question_ids,
                         **({"reason": v.reason} if v.reason else {})}])
-            bar.update(1)
 
-        t0 = time.perf_counter()
-        try:
-            run_interruptible(batcher.run(jobs(), window=window, on_done=done, on_step=out.flush))
-        finally:
-            bar.close()
-        summary.seconds = time.perf_counter() - t0
+        loop.run(jobs(), done, window=window)
+        summary.seconds = loop.seconds
     decided = [r for r in read_rows(out_path) if r.get("winner") in ("a", "b")]
     summary.stats = bias_stats(
         (r["response_a"], r["response_b"]) [:: 1 if r["winner"] == "a" else -1] + (r["p_first"], r["p_second"])
@@ -365,6 +373,44 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
     data = json.loads(cal_file.read_text())
     _write_json(cal_file, {**data, "judge_stats": summary.stats})
     return summary
+
+
+class JudgeRunConfig(JudgeSettings):
+    """`cai judge`: the judge, and what it judges (a run folder, or a pairs file into `out`)."""
+
+    run_dir: str | None = Field(None, description="A folder made by `cai generate`: writes its preferences.jsonl.")
+    pairs: str | None = Field(None, description="Outside pairs {id, prompt, response_a, response_b}, instead of a run.")
+    out: str | None = Field(None, description="With pairs: where the judged rows go.")
+    force_new: bool = Field(False, description="Judge the run folder again from scratch (clears its pairs and ties).")
+
+
+def run_judge(cfg: JudgeRunConfig, *, backend=None, progress: bool = True,
+              log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
+    """`cai judge`: every input is checked before the judge's engine starts (a bad row should not
+    cost a minute of model loading), then the run folder or the pairs file is judged."""
+    if bool(cfg.run_dir) == bool(cfg.pairs):
+        raise UsageError("give either RUN_DIR or --pairs FILE --out FILE")
+    if cfg.pairs and not cfg.out:
+        raise UsageError("--pairs needs --out FILE")
+    if cfg.pairs and cfg.force_new:
+        raise UsageError("--force-new applies to RUN_DIR; with --pairs, choose another --out to start over")
+    if cfg.pairs:
+        read_pairs(Path(cfg.pairs))
+    if cfg.calibration not in (None, "none", "default"):
+        from cai.calibration import read_labelled_pairs, resolve_source
+
+        read_labelled_pairs(resolve_source(cfg.calibration))
+    if cfg.run_dir and not cfg.constitution and not RunFolder(cfg.run_dir).info():
+        raise UsageError(f"{cfg.run_dir}: not a run folder (no run.yaml)")
+    from cai.judge import build_judge, choose_constitution
+
+    constitution = choose_constitution(cfg.constitution, run_dir=cfg.run_dir, log=log).constitution
+    judge = build_judge(cfg, constitution, backend=backend)
+    how = dict(threshold=cfg.threshold, window=cfg.chunk_size, progress=progress, calibration=cfg.calibration,
+               min_agreement=cfg.min_agreement, strict=cfg.strict, log=log)
+    if cfg.pairs:
+        return judge_pairs_file(Path(cfg.pairs), Path(cfg.out), judge, **how)
+    return judge_run(Path(cfg.run_dir), judge, cfg.strategy, force_new=cfg.force_new, **how)
 
 
 def _write_json(path: Path, data: dict) -> None:
