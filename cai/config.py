@@ -147,24 +147,6 @@ class GenerateConfig(EngineConfig):
         return self.model if (self.reviser_backend or self.reviser_base_url) else None
 
 
-class JudgeSettings(EngineConfig):
-    model: str = Field(DEFAULT_MODEL, description="The judge model (may differ from the policy).")
-    constitution: str | None = Field(None, description="Default: the run's constitution (or the bundled one).")
-    strategy: Literal["revision", "samples"] = "revision"
-    ensemble: int = Field(1, ge=1, description="Comparison questions drawn per pair; probabilities averaged.")
-    cot: bool = Field(False, description="Judge writes a rationale first; probabilities clamped to [0.4, 0.6].")
-    threshold: float = Field(0.05, ge=0.0, lt=0.5, description="|p - 0.5| below this is a tie.")
-    chunk_size: int = Field(128, ge=1)
-    seed: int = 0
-    templates: str | None = None
-    cot_max_tokens: int = Field(96, ge=1)
-    calibration: str | None = Field(None, description="Labelled pairs the judge is calibrated on first: a JSONL file "
-                                    "(rows as in --pairs plus label a|b), none, or unset for the bundled hard set.")
-    min_agreement: float = Field(0.6, ge=0.0, le=1.0, description="Calibration agreement below which the judge's "
-                                 "labels are reported as close to chance.")
-    strict: bool = Field(False, description="Exit 1 before judging when the calibration is below min_agreement.")
-
-
 def load_config(cls: type[C], config_file: str | Path | None, overrides: dict) -> C:
     """Merge defaults < YAML recipe < flags (flags left unset are None and do not override)."""
     data: dict = {}

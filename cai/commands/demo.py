@@ -29,14 +29,11 @@ from cai.models import DEFAULT_MODEL
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, seed, **engine) -> None:
     """Run the whole loop on the bundled constitution, prompts and default model."""
-    from cai.config import GenerateConfig, JudgeSettings
-    from cai.constitution import load_constitution
+    from cai.config import GenerateConfig
     from cai.evaluate import EvalConfig, run_eval
     from cai.export import export
     from cai.generate import run_generate
-    from cai.judge import Judge, JudgeConfig
-    from cai.backends import load_backend
-    from cai.pairs import judge_run
+    from cai.pairs import JudgeRunConfig, run_judge
     from cai.train import run_stage
 
     out = Path(out)
@@ -61,11 +58,8 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
 
     step("2/6 judge: revision vs initial answer, both orders, soft labels")
     t0 = time.perf_counter()
-    jset = JudgeSettings(**engine, model=model, backend=backend, seed=seed)
-    judge = Judge(load_backend(jset.backend, jset.model, **jset.backend_options()), load_constitution("default"),
-                  JudgeConfig(threshold=jset.threshold, seed=seed))
-    jsum = judge_run(run_dir, judge, "revision", threshold=jset.threshold, calibration=jset.calibration,
-                     min_agreement=jset.min_agreement)
+    # The run's own constitution (the bundled default) judges it, by the rule every judge follows.
+    jsum = run_judge(JudgeRunConfig(**engine, model=model, backend=backend, seed=seed, run_dir=str(run_dir)))
     took("judge", t0)
     for line in jsum.lines():
         click.echo("  " + line)
