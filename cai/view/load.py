@@ -199,7 +199,9 @@ HISTORY_COLUMNS = ("iteration", "prompts", "pairs", "ties", "win_rate", "win_rat
 
 def compact(value) -> str | float | int | None:
     """A history cell: numbers stay numbers, anything nested becomes one short line of text."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if isinstance(value, float):
+        return round(value, 4)  # 0.6799999999999999 is 0.68 in a table
+    if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, list):
         return "[" + ", ".join(str(compact(v)) for v in value) + "]"
