@@ -23,7 +23,7 @@ from collections import Counter
 
 from cai.backends import check_engine, load_backend, resolve_backend_name
 from cai.backends.base import Backend, overflow
-from cai.batching import Batcher, run_interruptible
+from cai.batching import Batcher
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
 from cai.inputs import PromptRow, iter_prompts, messages_key, prompts_source
@@ -32,6 +32,7 @@ from cai.prompts import Templates
 from cai.quality import FLAGS, answer_flags, flag_line
 from cai.records import GenerationRecord, RunFolder, AppendWriter, code_version, read_rows, record_id
 from cai.revise import Reviser
+from cai.runloop import BatchRun
 
 SHOWN_ERRORS = 5  # failed samples logged one by one; the rest are only counted
 
@@ -279,7 +280,8 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
         "constitution_sha256": constitution.sha256(),
         "code_version": code_version(),
     }
-    bar = _progress(total, progress)
+    loop = BatchRun(batcher, total=total, unit="prompt", progress=progress, flush=writer.flush, also=[rbatcher],
+                    status=lambda seconds: _rates(summary, seconds))
 
     def ids_for(row: PromptRow) -> list[str]:
         return [record_id("gen", row.messages, s, ident_hash) for s in range(cfg.samples)]
@@ -303,13 +305,13 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
             key = messages_key(row.messages)
             if key in seen:
                 summary.duplicates += 1
-                bar.update(1)
+                loop.skip()
                 continue
             seen.add(key)
             ids = ids_for(row)
             if all(i in writer for i in ids):
                 summary.skipped += len(ids)
-                bar.update(1)
+                loop.skip()
                 continue
             reason = too_long(row)
             if reason:
@@ -318,7 +320,7 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
                 summary.too_long += 1
                 if summary.too_long <= SHOWN_ERRORS:
                     log(f"skipped too-long row: {reason}")
-                bar.update(1)
+                loop.skip()
                 continue
             yield lambda row=row, ids=ids: one_prompt(row, ids)
 
@@ -374,26 +376,12 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
                     log(message)
                 elif summary.failed == SHOWN_ERRORS + 1:
                     log("more failed samples: only counted from here on")
-        bar.update(1)
-        bar.set_postfix_str(_rates(summary, bar), refresh=False)
 
     try:
-        run_interruptible(batcher.run(jobs(), window=cfg.chunk_size, on_done=done, on_step=writer.flush,
-                                      also=[rbatcher] if separate else []))
+        loop.run(jobs(), done, window=cfg.chunk_size)
     finally:
-        writer.flush()
-        bar.close()
-        summary.engine_calls = batcher.calls + (rbatcher.calls if separate else 0)
+        summary.engine_calls = loop.calls
 
 
-def _rates(summary: GenerateSummary, bar) -> str:
-    elapsed = bar.format_dict.get("elapsed") or 0
-    if not elapsed:
-        return ""
-    return f"{summary.written / elapsed:.2f} rows/s, {summary.tokens / elapsed:.0f} tok/s"
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="prompt", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+def _rates(summary: GenerateSummary, seconds: float) -> str:
+    return f"{summary.written / seconds:.2f} rows/s, {summary.tokens / seconds:.0f} tok/s"

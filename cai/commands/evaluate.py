@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cai.commands.options import echo_lines, engine_options
+from cai.judge.modes import PAIRWISE_MODES
 
 
 @click.command(name="eval")
@@ -21,7 +22,10 @@ from cai.commands.options import echo_lines, engine_options
 @click.option("--seed", type=int, default=None, help="Sampling and bootstrap seed [default: 0].")
 @click.option("--constitution", default=None, help="Source of the judge's comparison questions [default: default].")
 @click.option("--ensemble", type=click.IntRange(1), default=None, help="Comparison questions per pair [default: 1].")
-@click.option("--cot", is_flag=True, default=None, help="Judge writes a rationale first; clamped probabilities.")
+@click.option("--cot", is_flag=True, default=None, help="Judge writes a rationale first; clamped probabilities "
+              "(--judge-mode cot-clamped).")
+@click.option("--judge-mode", type=click.Choice(list(PAIRWISE_MODES)), default=None,
+              help="How the judge is asked [default: logprobs, or cot-clamped with --cot].")
 @click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help="|p_a - 0.5| below this is a tie [default: 0.05].")
 @click.option("--calibration", default=None, metavar="FILE|none",
               help="Labelled pairs the judge is calibrated on first [default: the bundled hard set].")
