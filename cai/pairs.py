@@ -164,10 +164,11 @@ def pair_units(gens: list[GenerationRecord], strategy: str, run_dir: Path) -> tu
 
 def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, window: int = 128,
               progress: bool = True, force_new: bool = False, calibration: str | None = "none",
-              min_agreement: float = MIN_AGREEMENT, strict: bool = False,
+              min_agreement: float = MIN_AGREEMENT, strict: bool = False, engine: dict | None = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
     """Judge a run folder into preferences.jsonl (and ties.jsonl); resumes a run judged the same
-    way, refuses one judged with other settings unless `force_new` (which starts the pairs over)."""
+    way, refuses one judged with other settings unless `force_new` (which starts the pairs over).
+    `engine`: the engine settings given (tensor parallelism, quantization, ...), recorded with them."""
     run = RunFolder(run_dir)
     if not run.generations.exists():
         raise UsageError(f"{run_dir}: no {run.generations.name}; run `cai generate --run-dir {run_dir}` first")
@@ -184,7 +185,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
     try:
         # Recorded before the first pair, so a rerun after a crash is checked against it too.
         run.start_judge({**meta, "threshold": threshold, "strategy": strategy,
-                         "constitution_name": judge.constitution.name},
+                         "constitution_name": judge.constitution.name, **({"engine": engine} if engine else {})},
                         force_new=force_new)
         summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=window,
                                                  min_agreement=min_agreement,
@@ -410,7 +411,8 @@ def run_judge(cfg: JudgeRunConfig, *, backend=None, progress: bool = True,
                min_agreement=cfg.min_agreement, strict=cfg.strict, log=log)
     if cfg.pairs:
         return judge_pairs_file(Path(cfg.pairs), Path(cfg.out), judge, **how)
-    return judge_run(Path(cfg.run_dir), judge, cfg.strategy, force_new=cfg.force_new, **how)
+    return judge_run(Path(cfg.run_dir), judge, cfg.strategy, force_new=cfg.force_new, engine=cfg.engine_settings(),
+                     **how)
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -56,7 +56,11 @@ class FakeAsyncLLM:
 
     async def generate(self, prompt, params, request_id):
         await asyncio.sleep(0)
-        yield _output()
+        out = _output()
+        if params.logprobs:  # a judge's question: the first option is the likelier
+            out.outputs[0].logprobs = [{1: SimpleNamespace(decoded_token="A", logprob=-0.4),
+                                        2: SimpleNamespace(decoded_token="B", logprob=-1.2)}]
+        yield out
 
     def shutdown(self):
         pass
@@ -141,6 +145,12 @@ def test_recipe_keys_reach_the_engine_and_run_yaml_records_them(fake_vllm, tmp_p
     config = yaml.safe_load((run / "run.yaml").read_text())["config"]
     assert {k: config[k] for k in SETTINGS} == SETTINGS and config["backend"] == "vllm"
     assert len((run / "generations.jsonl").read_text().splitlines()) == 2
+    # the judge of that run, on the same engine settings given as flags: recorded with its settings
+    res = CliRunner().invoke(main, ["judge", str(run), "--backend", "vllm", *FLAGS, "--calibration", "none",
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((run / "run.yaml").read_text())["judge"]["engine"] == SETTINGS
+    assert len(FakeAsyncLLM.made) == 1  # the same settings: the engine started for generate was reused
 
 
 def test_an_unknown_quantization_lists_what_vllm_knows(fake_vllm):
