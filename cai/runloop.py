@@ -33,6 +33,7 @@ class BatchRun:
         self.status = status  # the bar's postfix, from the seconds elapsed
         self.bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, file=sys.stderr, dynamic_ncols=True)
         self.seconds = 0.0
+        self.finished = self.skipped = 0  # records, as the bar counts them (a disabled bar counts nothing)
 
     @property
     def calls(self) -> int:
@@ -41,6 +42,7 @@ class BatchRun:
 
     def skip(self, n: int = 1) -> None:
         """Records counted on the bar without a job (resumed, duplicate, left out)."""
+        self.skipped += n
         self.bar.update(n)
 
     def run(self, jobs: Iterable[Callable[[], Awaitable[T]]], done: Callable[[T], None], *, window: int) -> None:
@@ -48,6 +50,7 @@ class BatchRun:
         The bar is closed and `flush` called however the run ends."""
         def finished(result: T) -> None:
             done(result)
+            self.finished += 1
             self.bar.update(1)
             if self.status is not None:
                 elapsed = self.bar.format_dict.get("elapsed") or 0
