@@ -200,6 +200,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
                     summary.skipped += 1
                 else:
                     todo.append((pid, src, item))
+
             def flush():
                 prefs.flush()
                 ties.flush()
@@ -261,7 +262,9 @@ async def _revision_pair(judge: Judge, batcher: Batcher, pid: str, src: list[Gen
 
 
 async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[GenerationRecord],
-                        item: None = None) -> JudgedPair:
+                        item: PairInput | None = None) -> JudgedPair:
+    """The best and the worst of a prompt's samples, by mean win probability over all pairs of them
+    (`item` is unused: every pair of the group is its own question)."""
     texts = [g.final for g in group]
     combos = list(itertools.combinations(range(len(group)), 2))
     verdicts = await asyncio.gather(*(
