@@ -455,7 +455,7 @@
       el("tbody", null, [["A", A], ["B", B]].map(([s, x]) => el("tr", null, el("td", null, s + ": " + (x.name || "")), el("td", { class: "num" }, fmt(x.refusal_rate_harmful) + " (n=" + x.n_harmful + ")"), el("td", { class: "num" }, fmt(x.mean_p_refuse_harmful)), el("td", { class: "num" }, fmt(x.over_refusal_rate_benign) + " (n=" + x.n_benign + ")"), el("td", { class: "num" }, fmt(x.mean_p_refuse_benign)), el("td", { class: "num" }, fmt(x.undecided))))));
     const comp = D.compliance ? el("section", { class: "card" }, el("h2", null, "Per-principle compliance"),
       el("table", { id: "compliance" }, el("thead", null, el("tr", null, el("th", null, "principle"), D.compliance.columns.map((c) => el("th", { class: "num" }, c)))),
-        el("tbody", null, D.compliance.rows.map((row) => el("tr", null, el("td", null, row[0]), row.slice(1).map((v) => el("td", { class: "num" }, isNum(v) && !Number.isInteger(v) ? fmt(v) : fmt(v)))))))) : null;
+        el("tbody", null, D.compliance.rows.map((row) => el("tr", null, el("td", null, row[0]), row.slice(1).map((v) => el("td", { class: "num" }, Number.isInteger(v) ? String(v) : fmt(v)))))))) : null;
     $("main").replaceChildren(
       el("section", { class: "card" }, el("h2", null, "Headline"), kvTable("headline-table", [["win rate of A over B (ties half)", fmt(m.win_rate)], ["95% bootstrap interval", ci(m.win_rate_ci)],
         ["A wins / B wins / ties", m.wins + " / " + m.losses + " / " + m.ties], ["identical answers", String(m.identical)], ["mean p_a", fmt(m.mean_p_a)], ["position consistency", fmt(m.position_consistency)],
