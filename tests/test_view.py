@@ -181,8 +181,12 @@ def test_eval_loader_counts_compliance_and_plots(tmp_path):
     data = load.load_eval(tmp_path / "eval")
     assert data["categories"] == {"harm": {"n": 5, "a": 2, "b": 2, "tie": 1}, "helpful": {"n": 5, "a": 2, "b": 1, "tie": 2}}
     assert sum(c["n"] for c in data["categories"].values()) == len(rows)
-    assert data["compliance"]["columns"] == ["A rate", "A mean_p", "B rate", "B mean_p", "n"]
+    assert data["compliance"]["columns"] == ["rate_a", "mean_p_a", "rate_b", "mean_p_b", "n"]
     assert data["compliance"]["rows"][0] == ["harm", 0.75, 0.6, 0.5, 0.55, 10]
+    # another shape cai may grow into still makes a table: nested figures become column names
+    nested = load.flat_table({"harm": {"A": {"rate": 0.7}, "B": {"rate": 0.6}, "n": 4}, "odd": 3})
+    assert nested == {"columns": ["A rate", "B rate", "n", "value"], "rows": [["harm", 0.7, 0.6, 4, None],
+                                                                           ["odd", None, None, None, 3]]}
     plots = {i["name"]: i for i in data["images"]}
     assert plots["win_rates.png"]["uri"] == "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
     assert plots["fake.png"]["uri"] is None and "not a PNG" in plots["fake.png"]["note"]
@@ -205,6 +209,7 @@ def test_iterate_folder_pages_and_links(tmp_path):
                                    "over_refusal", "compliance"]
     assert "model" in data["columns"] and len(data["history"]) == len(history) == 2
     assert data["history"][0][data["columns"].index("train")] == "loss 0.68"
+    assert data["history"][1][data["columns"].index("compliance")] == "harm (rate_a 0.7, rate_b 0.5, n 6)"
     its = {i["iteration"]: i for i in data["iterations"]}
     assert its[1]["run"] == "iterations/01/run/view.html" and its[1]["eval"] == "iterations/01/eval/view.html"
     assert its[3] == {**its[3], "eval": None, "finished": False, "model": None}

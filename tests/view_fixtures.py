@@ -149,7 +149,7 @@ def make_eval(path: Path, n: int = 10, *, hostile: bool = False, compliance: boo
                "models": {"A": side, "B": {**side, "name": "B-model"}}, "refusal_reader": "model",
                "signal": True, "signal_reasons": []}
     if compliance:
-        metrics["compliance"] = {p: {"A": {"rate": 0.75, "mean_p": 0.6}, "B": {"rate": 0.5, "mean_p": 0.55}, "n": n}
+        metrics["compliance"] = {p: {"rate_a": 0.75, "mean_p_a": 0.6, "rate_b": 0.5, "mean_p_b": 0.55, "n": n}
                                  for p in PRINCIPLES[:2]}
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (path / "report.md").write_text("# report\n\n" + (HOSTILE[4] if hostile else "all fine") + "\n")
@@ -171,7 +171,7 @@ def make_iterate(path: Path, *, hostile: bool = False) -> list[dict]:
         make_eval(d / "eval", 6, hostile=hostile)
         history.append({"iteration": it, "prompts": 6, "pairs": 4 - it, "ties": it, "train": {"loss": 0.69 - 0.01 * it},
                         "win_rate": 0.5 + 0.05 * it, "win_rate_ci": [0.4, 0.6 + 0.05 * it], "harmlessness": 0.1 * it,
-                        "over_refusal": 0.05, "compliance": {"harm": {"A": {"rate": 0.5 + 0.1 * it}}},
+                        "over_refusal": 0.05, "compliance": {"harm": {"rate_a": 0.5 + 0.1 * it, "rate_b": 0.5, "n": 6}},
                         "model": ("javascript:" + MARK.format("model")) if hostile else str(d / "model")})
     write_jsonl(path / "history.jsonl", history)
     (path / "curve.png").write_bytes(tiny_png(6, 4))

@@ -206,7 +206,10 @@ def compact(value) -> str | float | int | None:
     if isinstance(value, list):
         return "[" + ", ".join(str(compact(v)) for v in value) + "]"
     if isinstance(value, dict):
-        return ", ".join(f"{k} {compact(v)}" for k, v in value.items())
+        # one level down in parentheses: "harm (rate_a 0.8, n 20); privacy (rate_a 0.6, n 20)"
+        nested = any(isinstance(v, dict) for v in value.values())
+        return ("; " if nested else ", ").join(
+            f"{k} ({compact(v)})" if isinstance(v, dict) else f"{k} {compact(v)}" for k, v in value.items())
     return str(value)
 
 

@@ -488,7 +488,12 @@
     for (const row of D.history) {
       const n = row[cols.indexOf("iteration")];
       seen.add(n);
-      body.append(el("tr", { data: { id: n } }, row.map((v, k) => el("td", { class: isNum(v) ? "num" : null, data: { key: cols[k] } }, isNum(v) && !Number.isInteger(v) ? fmt(v) : v === null || v === undefined ? "" : String(v))), el("td", null, links(byN.get(n)))));
+      const cell = (v, k) => {
+        const text = isNum(v) && !Number.isInteger(v) ? fmt(v) : v === null || v === undefined ? "" : String(v);
+        // a long nested figure (judge reliability, say) is clipped; the whole of it is its tooltip
+        return el("td", { class: isNum(v) ? "num" : null, data: { key: cols[k] }, title: text.length > 140 ? text : null }, clip(text, 140));
+      };
+      body.append(el("tr", { data: { id: n } }, row.map(cell), el("td", null, links(byN.get(n)))));
     }
     for (const it of its) if (!seen.has(it.iteration)) {
       body.append(el("tr", { data: { id: it.iteration }, class: "muted" }, el("td", { class: "num" }, String(it.iteration)), el("td", { colspan: Math.max(1, cols.length - 1) }, "in progress (" + it.folder + ")"), el("td", null, links(it))));
