@@ -5,8 +5,9 @@ option letters' log-probabilities after a fixed assistant prefix, never from par
 modes render `judge*.j2` with two responses; the refusal question renders `refusal.j2` with one
 answer. The caller asks each question in both orders (see verdict.py).
 
-Adding a pairwise mode: a class here and a line in PAIRWISE_MODES; `--mode` and the recipes' `mode`
-take its id from there, and the id is recorded in every row (`mode`) and in the pair ids.
+Adding a pairwise mode: a class here and a line in PAIRWISE_MODES (and its template in prompts/ if it
+asks in other words). `cai judge --mode`, `cai eval --judge-mode` and the recipes' `mode` take its id
+from there; the id is recorded in every row (`mode`) and is part of the pair ids.
 """
 
 from __future__ import annotations
