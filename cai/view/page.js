@@ -493,10 +493,10 @@
         // a long nested figure (judge reliability, say) is clipped; the whole of it is its tooltip
         return el("td", { class: isNum(v) ? "num" : null, data: { key: cols[k] }, title: text.length > 140 ? text : null }, clip(text, 140));
       };
-      body.append(el("tr", { data: { id: n } }, row.map(cell), el("td", null, links(byN.get(n)))));
+      body.append(el("tr", { data: { id: n } }, row.map(cell), el("td", { class: "links" }, links(byN.get(n)))));
     }
     for (const it of its) if (!seen.has(it.iteration)) {
-      body.append(el("tr", { data: { id: it.iteration }, class: "muted" }, el("td", { class: "num" }, String(it.iteration)), el("td", { colspan: Math.max(1, cols.length - 1) }, "in progress (" + it.folder + ")"), el("td", null, links(it))));
+      body.append(el("tr", { data: { id: it.iteration }, class: "muted" }, el("td", { class: "num" }, String(it.iteration)), el("td", { colspan: Math.max(1, cols.length - 1) }, "in progress (" + it.folder + ")"), el("td", { class: "links" }, links(it))));
     }
     $("main").replaceChildren(
       el("section", { class: "card" }, el("h2", null, "History"), el("table", { id: "history" }, el("thead", null, el("tr", null, cols.map((c) => el("th", null, c)), el("th", null, "pages"))), body)),
