@@ -245,3 +245,20 @@ def test_cli_view_writes_the_page_and_refuses_other_folders(tmp_path):
     (tmp_path / "run" / "generations.jsonl").write_text("{not json\n")
     res = CliRunner().invoke(main, ["view", str(tmp_path / "run")])
     assert res.exit_code == 2 and "not valid JSON" in res.output
+
+
+def test_open_hands_the_page_to_the_browser_and_an_unjudged_run_opens(tmp_path, monkeypatch):
+    import webbrowser
+
+    made = make_run(tmp_path / "run", 4)
+    (tmp_path / "run" / "preferences.jsonl").unlink()
+    (tmp_path / "run" / "ties.jsonl").unlink()
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    res = CliRunner().invoke(main, ["view", str(tmp_path / "run"), "--open"])
+    assert res.exit_code == 0, res.output
+    assert opened == [(tmp_path / "run" / "view.html").resolve().as_uri()]
+    data = page_data((tmp_path / "run" / "view.html").read_text())
+    assert data["counts"]["unjudged"] == len(made["generations"]) == 4
+    assert all(r["verdict"] is None for r in data["rows"])
+    assert all(p["judged"] == 0 and p["win_rate"] is None for p in data["analytics"]["principles"])

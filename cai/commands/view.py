@@ -13,7 +13,8 @@ import click
 def view(path, out, open_) -> None:
     """Write one self-contained HTML page for PATH: a run folder (chains, verdicts, flags,
     per-principle analytics), an eval folder (A and B side by side, tables, plot) or an iterate
-    folder (history, curve, and a page for each iteration's run and eval).
+    folder (history, curve, and links to a page for each iteration's run and eval,
+    written beside their data).
 
     The page makes no network requests and holds every script, style and plot inline, so it can
     be mailed or archived with the data. Every text in it is shown as text, never as HTML."""
