@@ -95,7 +95,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default=None, help="Labelled pairs (JSONL); default: the bundled set.")
     ap.add_argument("--judge-model", default="smollm2-135m")
-    ap.add_argument("--backend", default=None, choices=["vllm", "hf", "openai"])
+    from cai.backends.registry import NAMES
+
+    ap.add_argument("--backend", default=None, choices=NAMES)
     ap.add_argument("--base-url", default=None)
     ap.add_argument("--constitution", default="default")
     ap.add_argument("--limit", type=int, default=None)
