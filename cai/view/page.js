@@ -266,7 +266,7 @@
     const body = el("tbody");
     for (const i of shown) {
       const r = D.rows[i], v = r.verdict;
-      body.append(el("tr", { class: state.open === r.id ? "open" : null, data: { id: r.id }, on: { click: () => setState({ open: r.id }) } },
+      body.append(el("tr", { class: state.open === r.id ? "open" : null, tabindex: 0, data: { id: r.id }, on: { click: () => setState({ open: r.id }) } },
         el("td", { class: "num" }, String(i + 1)),
         el("td", { class: "text", title: clip(lastUser(r.prompt), 600) }, clip(lastUser(r.prompt))),
         el("td", null, r.category || ""),
@@ -416,7 +416,7 @@
     const body = el("tbody");
     for (const i of shown) {
       const r = D.rows[i], key = String(r.index !== undefined ? r.index : i);
-      body.append(el("tr", { class: state.open === key ? "open" : null, data: { id: key }, on: { click: () => setState({ open: key }) } },
+      body.append(el("tr", { class: state.open === key ? "open" : null, tabindex: 0, data: { id: key }, on: { click: () => setState({ open: key }) } },
         el("td", { class: "num" }, key), el("td", { class: "text", title: clip(r.prompt, 600) }, clip(r.prompt)), el("td", null, r.category || ""),
         el("td", null, el("span", { class: "chip v-" + (r.outcome === "a" ? "decided" : r.outcome === "b" ? "flip" : "tie") }, r.outcome === "tie" ? "tie" : String(r.outcome).toUpperCase() + " wins")),
         el("td", { class: "num" }, fmt(r.p_a)), el("td", { class: "num" }, fmt(r.p_refuse_a, 2)), el("td", { class: "num" }, fmt(r.p_refuse_b, 2))));
@@ -506,9 +506,22 @@
   // ------------------------------------------------------------ start
 
   function render() {
+    // The filter bar is drawn anew with the table: keep the focus (and the caret) where the user
+    // is typing, so a search box does not lose its keystrokes.
+    const active = document.activeElement, id = active && active.id;
+    const caret = active && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
     if (D.kind === "run") renderRun(); else if (D.kind === "eval") renderEval(); else renderIterate();
+    const again = id && $(id);
+    if (again && again !== active) {
+      again.focus();
+      if (caret && typeof again.setSelectionRange === "function") again.setSelectionRange(caret[0], caret[1]);
+    }
     document.body.dataset.ready = "1";
   }
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.open) setState({ open: null });
+    else if (e.key === "Enter" && e.target && e.target.tagName === "TR" && e.target.dataset.id) setState({ open: e.target.dataset.id });
+  });
 
   document.title = "cai view · " + D.kind + " · " + D.title;
   render();
