@@ -147,6 +147,9 @@ def test_run_rows_filters_and_paging(run_page):
     assert count(dom)["matching"] == python_search(gens, "prompt 7") == 11  # 7 and 70-79
     dom = dump(page, {"flag": "final:truncated", "page": 2})
     assert count(dom)["matching"] == sum("truncated" in g["flags"] for g in gens)
+    dom = dump(page, {"principle": "privacy", "flag": "round:critique_vague"})
+    assert count(dom)["matching"] == sum(any(r["principle_id"] == "privacy" for r in g["rounds"])
+                                         and any("critique_vague" in r["flags"] for r in g["rounds"]) for g in gens) > 0
     dom = dump(page, {"page": 3})
     assert count(dom)["shown"] == 20 and body_rows(dom, "rows")[0].all("td")[0].text() == "101"
 
