@@ -216,7 +216,8 @@ def two_step_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("stages")
     data = {"sft": _write(d / "sft.jsonl", [{"messages": _msgs(q, c)} for q, c, _ in QA]),
             "dpo": _write(d / "pref.jsonl", _pref_rows())}
-    extra = {"reward": {"eval_fraction": 0.25},
+    # rl samples its completions: it has max_completion_length where the others have max_length.
+    extra = {"reward": {"eval_fraction": 0.25, "max_length": 128},
              "rl": {"num_generations": 2, "max_completion_length": 8, "learning_rate": 1e-4}}
     out = {}
     for name, spec in STAGES.items():  # reward comes before rl in the registry
@@ -224,8 +225,8 @@ def two_step_models(tmp_path_factory):
             extra["rl"]["reward_model"] = str(out["reward"][0])
         folder = d / name
         m = run_stage(name, data["sft" if spec.data == "sft" else "dpo"], "smollm2-135m", folder,
-                      {"max_length": 128, "logging_steps": 1, "max_steps": 2, "per_device_train_batch_size": 2,
-                       "save_steps": 10, **extra.get(name, {})}, device="cpu", log=lambda msg: None)
+                      {"logging_steps": 1, "max_steps": 2, "per_device_train_batch_size": 2, "save_steps": 10,
+                       **extra.get(name, {"max_length": 128})}, device="cpu", log=lambda msg: None)
         out[name] = (folder, m)
     return out
 

@@ -16,6 +16,7 @@ COMMANDS = [
     ("export", "export"),
     ("train", "train"),
     ("evaluate", "eval_"),
+    ("iterate", "iterate"),
     ("demo", "demo"),
     ("view", "view"),
 ]
