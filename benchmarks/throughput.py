@@ -72,21 +72,35 @@ class Recorder:
 
     def __init__(self, inner):
         self.inner = inner
+        self.name, self.model = inner.name, inner.model
         self.requests: list[tuple[list, list[int]]] = []
 
     def __getattr__(self, name):
-        if name == "achat_one" and hasattr(self.inner, "achat_one"):
-            async def achat_one(conv, params):
-                out = await self.inner.achat_one(conv, params)
-                self.requests.append((conv, [c.tokens for c in out]))
-                return out
-            return achat_one
         return getattr(self.inner, name)
 
     def chat(self, convs, params):
         outs = self.inner.chat(convs, params)
         self.requests += [(c, [x.tokens for x in o]) for c, o in zip(convs, outs)]
         return outs
+
+    def choice_logprobs(self, convs, prefix, options):
+        return self.inner.choice_logprobs(convs, prefix, options)
+
+    def close(self):
+        self.inner.close()
+
+
+class PipelinedRecorder(Recorder):
+    """A Recorder of a PipelinedBackend, itself one: the Batcher reads the protocol from the class
+    (Python 3.12 checks protocols without `__getattr__`), so the methods are spelled out."""
+
+    async def achat_one(self, conv, params):
+        out = await self.inner.achat_one(conv, params)
+        self.requests.append((conv, [c.tokens for c in out]))
+        return out
+
+    async def achoice_logprobs_one(self, conv, prefix, options):
+        return await self.inner.achoice_logprobs_one(conv, prefix, options)
 
 
 def run_cai_loop(args, label: str, backend_obj, backend_name: str) -> dict:
@@ -97,7 +111,9 @@ def run_cai_loop(args, label: str, backend_obj, backend_name: str) -> dict:
     from cai.pairs import judge_run
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-"))
-    recorder = Recorder(backend_obj)
+    from cai.backends.base import PipelinedBackend
+
+    recorder = (PipelinedRecorder if isinstance(backend_obj, PipelinedBackend) else Recorder)(backend_obj)
     try:
         g = run_generate(loop_config(args, run_dir, backend_name), backend=recorder, progress=False, log=lambda s: None)
         j = judge_run(run_dir, Judge(backend_obj, load_constitution("default"), JudgeConfig()), "revision",
