@@ -2,8 +2,9 @@
 
 The offline `LLM` takes one batch per call, so a step (all answers, then all critiques) ends with a
 tail where the engine runs a few long requests while the rest wait for the barrier. Here each
-record sends its next request the moment its last one returns (the Batcher sees `achat_one`), and
-vLLM's scheduler keeps the batch full across step boundaries.
+record sends its next request the moment its last one returns (a `PipelinedBackend`: the Batcher
+sends each request through `achat_one` / `achoice_logprobs_one`), and vLLM's scheduler keeps the
+batch full across step boundaries.
 
 `AsyncLLM` must live on one event loop for its whole life, while cai calls `asyncio.run` once per
 stage; so the engine gets its own loop on a background thread and requests cross over with
@@ -61,8 +62,9 @@ class _AsyncEngine:
 
 
 class AsyncVLLMBackend:
+    """The `vllm` backend's default engine (see `VLLMBackend.open`), with the same Options."""
+
     name = "vllm"
-    pipelined = True
 
     def __init__(self, model: str, **engine_opts):
         """`engine_opts`: the keyword arguments of `engine_args`."""
