@@ -59,6 +59,10 @@ class EvalConfig(EngineConfig):
     calibration: str | None = Field(None, description="Judge calibration pairs: a file, none, or the bundled hard set.")
     refusal_calibration: str | None = Field(None, description="Refusal calibration rows: a file, none, or bundled.")
     min_agreement: float = Field(0.6, ge=0.0, le=1.0, description="Floor of a judge's calibration agreement.")
+    compliance: str | None = Field(None, description="Principles whose compliance the judge rates, comma-separated "
+                                   "ids; none skips; default: every principle of the constitution.")
+    compliance_limit: int = Field(16, ge=1, description="Answers per side asked about per principle (the first N "
+                                  "prompts): 4 judge calls each, so the cost is principles x N x 2 sides x 2 orders.")
 
     def judge_settings(self) -> JudgeSettings:
         """The judge of pairs and refusals: the baseline unless --judge-model, on the eval's engine."""
@@ -268,6 +272,15 @@ def headline(metrics: dict) -> list[str]:
                      f"(n={m['n_benign']})")
     lines.append(reader_note(metrics) + "; judge model undecided on "
                  f"{_fmt((metrics.get('judge_reliability') or {}).get('refusal_undecided'))} of its refusal calls")
+    comp = metrics.get("compliance")
+    if comp:
+        diffs = sorted(((c["rate_a"] or 0) - (c["rate_b"] or 0), pid) for pid, c in comp.items())
+        worst, best = diffs[0], diffs[-1]
+        undecided = _mean([((c["undecided_a"] or 0) + (c["undecided_b"] or 0)) / 2 for c in comp.values()])
+        note = "" if metrics.get("signal", True) else " (no signal: noise like the win rate)"
+        lines.append(f"compliance: {len(comp)} principles, n={max(c['n'] for c in comp.values())} answers each; "
+                     f"A - B from {worst[0]:+.2f} ({worst[1]}) to {best[0]:+.2f} ({best[1]}); "
+                     f"undecided {_fmt(undecided)}{note}; table in report.md")
     return lines
 
 
@@ -350,6 +363,17 @@ def write_report(metrics: dict, rows: Sequence[dict], path: Path, *, examples: i
         lines.append(f"| {side}: `{m['name']}` | {_fmt(m['refusal_rate_harmful'])} (n={m['n_harmful']}) | "
                      f"{_fmt(m['mean_p_refuse_harmful'])} | {_fmt(m['over_refusal_rate_benign'])} "
                      f"(n={m['n_benign']}) | {_fmt(m['mean_p_refuse_benign'])} | {_fmt(m['undecided'])} |")
+    comp = metrics.get("compliance")
+    if comp:
+        lines += ["", "## Compliance by principle", "",
+                  "Whether each answer follows the principle, asked of the judge in both option orders (P > 0.5 "
+                  "follows); the first answers of each model, `n` per side. With a judge below the floor these "
+                  "rates are noise too.", "",
+                  "| principle | n | A follows | A mean P | B follows | B mean P | undecided A / B |",
+                  "|---|---|---|---|---|---|---|"]
+        for pid, c in comp.items():
+            lines.append(f"| {pid} | {c['n']} | {_fmt(c['rate_a'])} | {_fmt(c['mean_p_a'])} | {_fmt(c['rate_b'])} | "
+                         f"{_fmt(c['mean_p_b'])} | {_fmt(c['undecided_a'])} / {_fmt(c['undecided_b'])} |")
     lines += ["", "![per-category win rates](win_rates.png)", ""]
     picked = pick_examples(rows, examples)
     if picked:
@@ -374,9 +398,11 @@ def write_plot(metrics: dict, path: Path) -> None:
     rates = [m["win_rate"] or 0.0 for _, m in cats]
     errs = [[max(0.0, r - (m["win_rate_ci"] or [r, r])[0]) for r, (_, m) in zip(rates, cats)],
             [max(0.0, (m["win_rate_ci"] or [r, r])[1] - r) for r, (_, m) in zip(rates, cats)]]
-    fig = Figure(figsize=(max(4.5, 1.1 * len(cats) + 1.5), 4.0))
+    comp = metrics.get("compliance") or {}
+    width = max(4.5, 1.1 * len(cats) + 1.5)
+    fig = Figure(figsize=(width + (max(4.0, 0.6 * len(comp) + 2) if comp else 0), 4.0))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(1, 2 if comp else 1, 1)
     colours = ["#4c72b0"] * (len(cats) - 1) + ["#dd8452"]
     ax.bar(range(len(cats)), rates, color=colours, yerr=errs, capsize=4)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
@@ -384,6 +410,17 @@ def write_plot(metrics: dict, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("win rate of A (ties half)")
     ax.set_title(f"{metrics['model']} vs {metrics['baseline']} (95% bootstrap intervals)", fontsize=9)
+    if comp:
+        ax = fig.add_subplot(1, 2, 2)
+        ids = list(comp)
+        xs = range(len(ids))
+        ax.bar([x - 0.2 for x in xs], [comp[i]["rate_a"] or 0.0 for i in ids], width=0.4, label="A", color="#4c72b0")
+        ax.bar([x + 0.2 for x in xs], [comp[i]["rate_b"] or 0.0 for i in ids], width=0.4, label="B", color="#bbbbbb")
+        ax.set_xticks(list(xs), ids, fontsize=7, rotation=45, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of answers following it")
+        ax.set_title("compliance by principle", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -443,6 +480,34 @@ def refusal_probs(backend: Backend, templates, pairs: Sequence[tuple[str, str]],
     return RefusalJudge(backend, templates).probs(pairs, window=chunk, progress=progress)
 
 
+def compliance_principles(spec: str | None, constitution) -> list:
+    """The principles `--compliance` names (default: all; `none`: none), checked before any engine starts."""
+    if spec is not None and spec.strip().lower() == "none":
+        return []
+    by_id = {p.id: p for p in constitution.principles}
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return list(by_id.values())
+    wanted = [x.strip() for x in spec.split(",") if x.strip()]
+    unknown = [x for x in wanted if x not in by_id]
+    if unknown:
+        raise UsageError(f"--compliance: no principle {', '.join(map(repr, unknown))} in constitution "
+                         f"{constitution.name}; its principles: {', '.join(by_id)}")
+    return [by_id[x] for x in dict.fromkeys(wanted)]
+
+
+def compliance_asks(principles, prompts, texts: dict[str, list[str]], limit: int):
+    """The compliance questions: each principle asked of the first `limit` answers of A and of B."""
+    from cai.judge.compliance import ComplianceAsk
+
+    asks, sides = [], []
+    for p in principles:
+        for side in ("A", "B"):
+            for r, answer in list(zip(prompts, texts[side]))[:limit]:
+                asks.append(ComplianceAsk(principle_id=p.id, principle=p.critique, prompt=r.prompt_text, answer=answer))
+                sides.append(side)
+    return asks, sides
+
+
 def run_eval(cfg: EvalConfig, *, progress: bool = True,
              log=lambda s: print(s, file=sys.stderr)) -> dict:
     """Generate, judge, write metrics.json, report.md, win_rates.png and answers.jsonl; return the metrics."""
@@ -456,6 +521,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
     t0 = time.perf_counter()
     settings = cfg.judge_settings()  # a bad judge setting fails before any engine starts
     constitution = choose_constitution(settings.constitution).constitution
+    principles = compliance_principles(cfg.compliance, constitution)
     templates = Templates(settings.templates)
     source = cfg.prompts or str(eval_prompts_path())
     prompts = list(iter_prompts(source, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row, limit=cfg.limit))
@@ -499,6 +565,14 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
                                          min_agreement=cfg.min_agreement, old=None, log=log)
         refusal_cal = calibrate_refusals(lambda pairs: refusals.probs(pairs, window=cfg.chunk_size),
                                          cfg.refusal_calibration, margin=cfg.threshold)
+        compliance = None
+        if principles:
+            from cai.judge.compliance import ComplianceJudge, compliance_figures
+
+            asks, sides = compliance_asks(principles, prompts, texts, cfg.compliance_limit)
+            verdicts = ComplianceJudge(judge.backend, judge.templates).verdicts(asks, window=cfg.chunk_size,
+                                                                                 progress=progress)
+            compliance = compliance_figures(asks, sides, verdicts, margin=cfg.threshold)
         if progress:
             print(f"judging {len(prompts)} pairs with {judge_model}", file=sys.stderr)
         verdicts = judge.compare([PairInput(key=record_id("eval", r.messages), prompt=r.messages, a=a, b=b)
@@ -518,6 +592,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
                         margin=cfg.threshold, refusal_reader=choose_refusal_reader(refusal_cal, cfg.min_agreement))
     rel, signal, reasons = reliability(metrics, calibration, refusal_cal, cfg.min_agreement)
     metrics.update(judge_reliability=rel, signal=signal, signal_reasons=reasons)
+    if compliance is not None:
+        metrics["compliance"] = compliance
     metrics["settings"] = {
         **cfg.model_dump(exclude={"model", "baseline", "judge_model", "judge_mode"}), "judge_model": judge_model,
         "prompts": source, "judge_mode": judge.mode.id,

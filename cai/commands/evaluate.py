@@ -33,13 +33,21 @@ from cai.judge.modes import PAIRWISE_MODES
               help="Answers labelled {prompt, answer, refuses} the refusal call is calibrated on [default: bundled].")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
               help="Calibration agreement below which a judge's calls are not used as a finding [default: 0.6].")
+@click.option("--compliance", default=None, metavar="IDS|none",
+              help="Principles whose compliance the judge rates, comma-separated ids [default: every principle]; "
+                   "none skips it.")
+@click.option("--compliance-limit", type=click.IntRange(1), default=None, metavar="N",
+              help="Answers per model asked about per principle [default: 16]. Each costs 2 judge calls (both "
+                   "option orders), so the judge makes principles x N x 4 calls in all.")
+@click.option("--history", "history_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
+              help="Append this evaluation's headline figures to FILE and redraw FILE's plot (FILE.png) beside it.")
 @click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default=None, help="What a bad prompt row does [default: fail].")
 @click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
 @click.option("--chunk-size", type=click.IntRange(1), default=None, help="Requests per engine call [default: 64].")
 @click.option("--examples", type=click.IntRange(0), default=None, help="Side-by-side examples in report.md [default: 3].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings; flags override it.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
-def eval_(config_file, progress, **flags) -> None:
+def eval_(config_file, progress, history_file, **flags) -> None:
     """Compare model A with baseline B: pairwise win rate, refusals, over-refusals.
 
     Writes OUT/metrics.json, report.md, win_rates.png and answers.jsonl.
@@ -51,5 +59,15 @@ def eval_(config_file, progress, **flags) -> None:
         raise click.UsageError("--model is required")
     cfg = load_config(EvalConfig, config_file, flags)
     metrics = run_eval(cfg, progress=progress)
-    echo_lines(f"eval: wrote {metrics['out']}/ (metrics.json, report.md, win_rates.png, answers.jsonl)",
-               headline(metrics))
+    lines = headline(metrics)
+    if history_file:
+        from pathlib import Path
+
+        from cai import history
+
+        path = Path(history_file)
+        history.append(path, history.headline(metrics))
+        rows = history.read(path)
+        history.plot(rows, path.with_suffix(".png"), title=f"cai eval history ({len(rows)} evaluations)")
+        lines.append(f"history: {len(rows)} evaluations in {path}, plot {path.with_suffix('.png')}")
+    echo_lines(f"eval: wrote {metrics['out']}/ (metrics.json, report.md, win_rates.png, answers.jsonl)", lines)
