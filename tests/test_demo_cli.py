@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cai.commands.demo import headline_lines, train_figures
 
-# The names cai/train/common.py:summarize gives (first_/last_ + the logged figure).
+# The names cai/train/output.py:summarize gives (first_/last_ + the logged figure).
 SFT = {"stage": "sft", "steps": 12, "first_loss": 2.5, "last_loss": 1.75, "output": "o", "saved": "merged"}
 DPO = {"stage": "dpo", "steps": 12, "first_loss": 0.6931, "last_loss": 0.61, "first_reward_margin": 0.0,
        "last_reward_margin": 0.125, "first_reward_accuracy": 0.0, "last_reward_accuracy": 0.75,

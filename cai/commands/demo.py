@@ -162,7 +162,7 @@ def _num(x) -> str:
 
 
 def train_figures(metrics: dict) -> str:
-    """A stage's learning in one line, from the names cai/train/common.py:summarize gives them."""
+    """A stage's learning in one line, from the names cai/train/output.py:summarize gives them."""
     parts = []
     for name, label in (("loss", "loss"), ("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy")):
         first, last = metrics.get(f"first_{name}"), metrics.get(f"last_{name}")
