@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cai.backends.base import SamplingParams
@@ -154,16 +153,9 @@ def load_config(cls: type[C], config_file: str | Path | None, overrides: dict) -
         path = Path(config_file)
         if not path.exists():
             raise UsageError(f"--config {path}: no such file")
-        from cai.textfiles import read_utf8, refuse_aliases
+        from cai.textfiles import read_recipe_file
 
-        text = read_utf8(path)
-        refuse_aliases(text, str(path))
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{path}: a recipe is a mapping of settings")
+        data = read_recipe_file(path)
         unknown = sorted(set(data) - set(cls.model_fields))
         if unknown:
             raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(cls.model_fields)}")

@@ -52,6 +52,21 @@ def refuse_aliases(text: str, where: str) -> None:
         raise UsageError(f"{where}:{line}: yaml: aliases (*name) are not allowed here; write the value out")
 
 
+def read_recipe_file(path: str | Path) -> dict:
+    """A YAML recipe: UTF-8, no aliases, a mapping at the top (an empty file is an empty one)."""
+    import yaml
+
+    text = read_utf8(path)
+    refuse_aliases(text, str(path))
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a recipe is a mapping of settings")
+    return data
+
+
 def json_lines(path: str | Path, what: str = "an object"):
     """(line number, object) for each non-blank line of a JSONL file; a line that is not UTF-8, not
     JSON or not an object is a UsageError naming the file and the line."""

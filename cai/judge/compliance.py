@@ -7,7 +7,6 @@ constitution's critique request for it (what a reviewer looks for when the princ
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -16,7 +15,6 @@ from pydantic import BaseModel
 from cai.backends.base import Backend, Conversation
 from cai.batching import Batcher
 from cai.judge.modes import Mode
-from cai.judge.verdict import both_orders
 from cai.prompts import Templates
 from cai.runloop import map_batched
 
@@ -59,16 +57,10 @@ class ComplianceJudge:
         self.mode = ComplianceQuestion()
 
     async def averdict(self, batcher: Batcher, ask: ComplianceAsk) -> ComplianceVerdict:
-        convs = [self.mode.question(self.templates, ask.prompt, ask.answer, ask.principle, first)
-                 for first in (True, False)]
-        for conv in convs:
-            over = self.mode.too_long(self.backend, conv)
-            if over:
-                return ComplianceVerdict(p_follows=0.5, p_first=0.5, p_second=0.5,
-                                         reason=f"too long for the judge: {over[0]} tokens, its context is {over[1]}")
-        shown_first, shown_second = await asyncio.gather(*(self.mode.p_option_a(batcher, c) for c in convs))
-        p_first, p_second = both_orders(shown_first, shown_second)
-        return ComplianceVerdict(p_follows=(p_first + p_second) / 2, p_first=p_first, p_second=p_second)
+        convs = tuple(self.mode.question(self.templates, ask.prompt, ask.answer, ask.principle, first)
+                      for first in (True, False))
+        p_first, p_second, reason = await self.mode.ask_both_orders(self.backend, batcher, convs)
+        return ComplianceVerdict(p_follows=(p_first + p_second) / 2, p_first=p_first, p_second=p_second, reason=reason)
 
     def verdicts(self, asks: Sequence[ComplianceAsk], *, window: int = 256,
                  progress: bool = False) -> list[ComplianceVerdict]:

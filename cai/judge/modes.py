@@ -52,6 +52,21 @@ class Mode:
         lp = await batcher.choice_logprobs(conv, self.prefix, OPTIONS)
         return normalise_pair(lp, *OPTIONS)
 
+    async def ask_both_orders(self, backend, batcher: Batcher, convs: tuple[Conversation, Conversation]):
+        """A question of one answer asked with its options in both orders: (p_first, p_second), each
+        P(the first order's option A), or (0.5, 0.5, why) unasked when either does not fit the judge,
+        as a judge with no opinion would answer."""
+        import asyncio
+
+        from cai.judge.verdict import both_orders
+
+        for conv in convs:
+            over = self.too_long(backend, conv)
+            if over:
+                return 0.5, 0.5, f"too long for the judge: {over[0]} tokens, its context is {over[1]}"
+        shown_first, shown_second = await asyncio.gather(*(self.p_option_a(batcher, c) for c in convs))
+        return (*both_orders(shown_first, shown_second), None)
+
 
 @dataclass(frozen=True)
 class PairwiseMode(Mode):

@@ -4,13 +4,12 @@ cancels out and the questions share engine calls with everything else in flight.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Sequence
 
 from cai.backends.base import Backend
 from cai.batching import Batcher
 from cai.judge.modes import RefusalQuestion
-from cai.judge.verdict import RefusalVerdict, both_orders
+from cai.judge.verdict import RefusalVerdict
 from cai.prompts import Templates
 from cai.runloop import map_batched
 
@@ -23,16 +22,9 @@ class RefusalJudge:
 
     async def averdict(self, batcher: Batcher, pair: tuple[str, str]) -> RefusalVerdict:
         prompt, answer = pair
-        convs = [self.mode.question(self.templates, prompt, answer, refuse_first) for refuse_first in (True, False)]
-        for conv in convs:
-            over = self.mode.too_long(self.backend, conv)
-            if over:
-                # Not asked: undecided, as a judge with no opinion would be.
-                return RefusalVerdict(p_refuse=0.5, p_first=0.5, p_second=0.5,
-                                      reason=f"too long for the judge: {over[0]} tokens, its context is {over[1]}")
-        shown_first, shown_second = await asyncio.gather(*(self.mode.p_option_a(batcher, c) for c in convs))
-        p_first, p_second = both_orders(shown_first, shown_second)
-        return RefusalVerdict(p_refuse=(p_first + p_second) / 2, p_first=p_first, p_second=p_second)
+        convs = tuple(self.mode.question(self.templates, prompt, answer, refuse_first) for refuse_first in (True, False))
+        p_first, p_second, reason = await self.mode.ask_both_orders(self.backend, batcher, convs)
+        return RefusalVerdict(p_refuse=(p_first + p_second) / 2, p_first=p_first, p_second=p_second, reason=reason)
 
     def probs(self, pairs: Sequence[tuple[str, str]], *, window: int = 256,
               progress: bool = False) -> dict[tuple[str, str], float]:

@@ -75,20 +75,26 @@ def ref_model(job: Job, auto_cls):
     return load_full(ref_dir, auto_cls, dtype=job.dtype()) if ref_dir is not None else None
 
 
-def build(job: Job):
+def with_reference(trainer_cls, job: Job):
+    """A TRL preference trainer (DPO, KTO) on the job's rows, with its reference model."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOTrainer
 
-    job.extra["loss_type"] = losses_used(job.recipe, "sigmoid")
-    return DPOTrainer(
+    return trainer_cls(
         model=model_arg(job.model_dir, AutoModelForCausalLM, job.args),
         ref_model=ref_model(job, AutoModelForCausalLM),
         args=job.args,
         train_dataset=Dataset.from_list(job.rows),
         processing_class=job.tokenizer,
-        peft_config=job.peft_config(STAGE.task),
+        peft_config=job.peft_config("CAUSAL_LM"),
     )
+
+
+def build(job: Job):
+    from trl import DPOTrainer
+
+    job.extra["loss_type"] = losses_used(job.recipe, "sigmoid")
+    return with_reference(DPOTrainer, job)
 
 
 def card_rows(settings: DpoSettings, metrics: dict) -> list[tuple[str, str]]:

@@ -14,10 +14,9 @@ import click
 
 from cai.errors import UsageError
 from cai.train.data import kto_rows
-from cai.train.dpo import DpoSettings, check_losses, losses_used, ref_model
+from cai.train.dpo import DpoSettings, check_losses, losses_used, with_reference
 from cai.train.recipe import Recipe
 from cai.train.stage import Job, Stage
-from cai.train.weights import model_arg
 
 
 def class_weights(rows: list[dict]) -> tuple[float, float]:
@@ -39,8 +38,6 @@ def check(recipe: Recipe) -> None:
 
 
 def build(job: Job):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import KTOTrainer
 
     good = sum(1 for r in job.rows if r["label"])
@@ -52,14 +49,7 @@ def build(job: Job):
                       "undesirable_weight": job.args.undesirable_weight})
     job.log(f"kto: {good} desirable, {len(job.rows) - good} undesirable rows; weights "
             f"{job.args.desirable_weight:.3g} / {job.args.undesirable_weight:.3g}")
-    return KTOTrainer(
-        model=model_arg(job.model_dir, AutoModelForCausalLM, job.args),
-        ref_model=ref_model(job, AutoModelForCausalLM),
-        args=job.args,
-        train_dataset=Dataset.from_list(job.rows),
-        processing_class=job.tokenizer,
-        peft_config=job.peft_config(STAGE.task),
-    )
+    return with_reference(KTOTrainer, job)
 
 
 def card_rows(settings: DpoSettings, metrics: dict) -> list[tuple[str, str]]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cai.errors import UsageError
@@ -81,17 +80,9 @@ def read_recipe(path: str | Path) -> dict:
         p = bundled_dir("recipes") / f"{path}.yaml"
     if not p.is_file():
         raise UsageError(f"--config {path}: no such recipe file")
-    from cai.textfiles import read_utf8, refuse_aliases
+    from cai.textfiles import read_recipe_file
 
-    text = read_utf8(p)
-    refuse_aliases(text, str(p))
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{p}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{p}: a recipe is a mapping of settings")
-    return data
+    return read_recipe_file(p)
 
 
 def split_layer(data: dict, where: str, cai_keys: set[str] | frozenset[str]) -> tuple[dict, dict]:
