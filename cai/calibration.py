@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from cai.errors import UsageError
 from cai.judge import Judge, PairInput, PairVerdict
+from cai.models import sha256_file
 from cai.resources import bundled_file
 
 HARD_SET = "judge_calibration.jsonl"
@@ -41,10 +42,6 @@ class CalibrationFigures(BaseModel):
     n: int
     source: str
     sha256: str
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_labelled_pairs(path: Path) -> list[tuple[dict, list[dict]]]:
@@ -93,14 +90,14 @@ def judge_file(judge: Judge, path: Path, threshold: float, window: int) -> Calib
     items = [PairInput(key=str(row["id"]), prompt=prompt, a=row["response_a"], b=row["response_b"])
              for row, prompt in pairs]
     verdicts = judge.compare(items, window=window)
-    return score([r for r, _ in pairs], verdicts, threshold, source=str(path), sha256=file_sha256(path))
+    return score([r for r, _ in pairs], verdicts, threshold, source=str(path), sha256=sha256_file(path))
 
 
 def settings_key(judge: Judge, threshold: float, source: str | None) -> str:
     """What a calibration depends on: reused only when all of it is the same."""
     path = resolve_source(source)
     parts = {"judge": judge.describe(), "threshold": threshold, "constitution": judge.constitution.sha256(),
-             "source": str(path) if path else None, "sha256": file_sha256(path) if path else None,
+             "source": str(path) if path else None, "sha256": sha256_file(path) if path else None,
              "weights": _weights_fingerprint(judge.describe().get("judge_model")),
              # What else changes verdicts: a served judge's servers, the context (which pairs are too
              # long), the rationale's length in CoT mode.
@@ -275,4 +272,4 @@ def calibrate_refusals(p_refuse_of, source: str | None, *, margin: float) -> dic
     model = refusal_agreement([probs[(r.prompt, r.answer)] for r in rows], labels, margin)
     phrases = refusal_agreement([1.0 if refuses(r.answer) else 0.0 for r in rows], labels, margin)
     name = f"bundled:{REFUSAL_SET}" if source in (None, "default") else str(path)
-    return {"model": model, "phrases": phrases, "n": len(rows), "source": name, "sha256": file_sha256(path)}
+    return {"model": model, "phrases": phrases, "n": len(rows), "source": name, "sha256": sha256_file(path)}
