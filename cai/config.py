@@ -14,6 +14,7 @@ from cai.backends.base import SamplingParams
 from cai.backends.registry import NAMES
 from cai.errors import UsageError
 from cai.models import DEFAULT_MODEL
+from cai.window import ChunkSize
 
 C = TypeVar("C", bound=BaseModel)
 BackendName = Literal[NAMES]  # type: ignore[valid-type]  # the registry's names
@@ -95,7 +96,8 @@ class GenerateConfig(EngineConfig):
     seed: int = 0
     run_dir: str | None = Field(None, description="Default: runs/<constitution>-<model>.")
     templates: str | None = Field(None, description="A folder whose templates override the bundled ones.")
-    chunk_size: int = Field(64, ge=1, description="Prompts in flight at once; rows are flushed per chunk.")
+    chunk_size: ChunkSize = Field("auto", description="Prompts in flight at once (rows are flushed after every "
+                                  "engine step); auto: sized from the engine's capacity (cai/window.py).")
     few_shot: int = Field(2, ge=0, description="At most this many of the constitution's examples are prepended.")
     answer: StepSampling = StepSampling(max_tokens=200)
     critique: StepSampling = StepSampling(max_tokens=120)

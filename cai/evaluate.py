@@ -29,6 +29,7 @@ from cai.judge.verdict import outcome
 from cai.models import DEFAULT_MODEL
 from cai.records import record_id
 from cai.runloop import map_batched
+from cai.window import ChunkSize, RecordSize, Sizing, Window, choose_window, longest_prompt
 
 # The bundled eval set's benign categories; any other named category is a harmful request.
 BENIGN_CATEGORIES = frozenset({"helpful", "benign_edge"})
@@ -53,7 +54,8 @@ class EvalConfig(EngineConfig):
                                                      "cot-clamped with cot, else logprobs.")
     threshold: float = Field(0.05, ge=0.0, lt=0.5, description="|p_a - 0.5| below this is a tie.")
     templates: str | None = None
-    chunk_size: int = Field(64, ge=1, description="Requests per engine call.")
+    chunk_size: ChunkSize = Field("auto", description="Requests per engine call (in flight at once); auto: sized "
+                                  "from each engine's capacity (cai/window.py).")
     examples: int = Field(3, ge=0, description="Side-by-side examples in report.md.")
     resamples: int = Field(2000, ge=100, description="Bootstrap resamples over prompts for the interval.")
     calibration: str | None = Field(None, description="Judge calibration pairs: a file, none, or the bundled hard set.")
@@ -281,6 +283,10 @@ def headline(metrics: dict) -> list[str]:
         lines.append(f"compliance: {len(comp)} principles, n={max(c['n'] for c in comp.values())} answers each; "
                      f"A - B from {worst[0]:+.2f} ({worst[1]}) to {best[0]:+.2f} ({best[1]}); "
                      f"undecided {_fmt(undecided)}{note}; table in report.md")
+    windows = (metrics.get("settings") or {}).get("window")
+    if windows:
+        lines.append("requests in flight: " + "; ".join(f"{phase} {w['size']} ({w['how']})"
+                                                        for phase, w in windows.items()))
     return lines
 
 
@@ -461,6 +467,15 @@ def too_long(backend: Backend, convs: Sequence, max_tokens: int) -> dict[int, st
     return out
 
 
+def answers_window(setting: int | str, backend: Backend, convs: Sequence, max_tokens: int) -> Window:
+    """Requests in flight on a model answering `convs`: a request holds its prompt (the longest of a
+    sample) and the answer's max tokens."""
+    def record() -> RecordSize:
+        return RecordSize(longest_prompt(backend.count_tokens, iter(convs))[0] + max_tokens)
+
+    return choose_window(setting, [Sizing(backend, record)], unit="request")
+
+
 def generate_answers(backend: Backend, convs: Sequence, params: SamplingParams, *, chunk: int, desc: str,
                      progress: bool, skip: Sequence[int] = ()) -> list:
     """One completion per conversation; None for the indices in `skip` (never sent)."""
@@ -536,6 +551,7 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
     # Whichever model also judges answers last, so its engine is started only once.
     sides = ("B", "A") if judge_model == cfg.model != cfg.baseline else ("A", "B")
     answers: dict[str, list] = {}
+    windows: dict[str, Window] = {}  # each engine's requests in flight (cai/window.py)
     try:
         convs = [r.messages for r in prompts]
         bad: dict[int, str] = {}
@@ -546,8 +562,10 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
                 if cfg.on_bad_row == "fail":
                     raise UsageError(f"{source}: row {prompts[i].index + 1}: prompt: {why} (--on-bad-row skip leaves it out)")
                 bad.setdefault(i, why)
-            answers[side] = generate_answers(be, convs, params, chunk=cfg.chunk_size, desc=f"answers {side}",
-                                             progress=progress, skip=sorted(bad))
+            windows[f"answers {side}"] = answers_window(cfg.chunk_size, be, [c for i, c in enumerate(convs)
+                                                                          if i not in bad], cfg.max_tokens)
+            answers[side] = generate_answers(be, convs, params, chunk=windows[f"answers {side}"].size,
+                                             desc=f"answers {side}", progress=progress, skip=sorted(bad))
         if bad:
             log(f"eval: {len(bad)} prompts left out: too long for a model's context (first: row "
                 f"{prompts[min(bad)].index + 1}: {bad[min(bad)]})")
@@ -560,23 +578,29 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
         refusals = RefusalJudge(judge.backend, judge.templates)
         texts = {s: [c.text.strip() for c in answers[s]] for s in ("A", "B")}
         asks = [(r.prompt_text, t) for s in ("A", "B") for r, t in zip(prompts, texts[s])]
-        p_refuse = refusals.probs(asks, window=cfg.chunk_size, progress=progress)
-        calibration = ensure_calibration(judge, cfg.calibration, threshold=cfg.threshold, window=cfg.chunk_size,
+        # One window for every question of the judge, sized by its largest, the pairwise comparison
+        # (both answers, both orders, each question of the ensemble): a refusal or compliance
+        # question holds one answer.
+        to_compare = [PairInput(key=record_id("eval", r.messages), prompt=r.messages, a=a, b=b)
+                      for r, a, b in zip(prompts, texts["A"], texts["B"])]
+        windows["judge"] = judge.window(cfg.chunk_size, ((p, 1) for p in to_compare))
+        chunk = windows["judge"].size
+        p_refuse = refusals.probs(asks, window=chunk, progress=progress)
+        calibration = ensure_calibration(judge, cfg.calibration, threshold=cfg.threshold, window=chunk,
                                          min_agreement=cfg.min_agreement, old=None, log=log)
-        refusal_cal = calibrate_refusals(lambda pairs: refusals.probs(pairs, window=cfg.chunk_size),
+        refusal_cal = calibrate_refusals(lambda pairs: refusals.probs(pairs, window=chunk),
                                          cfg.refusal_calibration, margin=cfg.threshold)
         compliance = None
         if principles:
             from cai.judge.compliance import ComplianceJudge, compliance_figures
 
             asks, sides = compliance_asks(principles, prompts, texts, cfg.compliance_limit)
-            verdicts = ComplianceJudge(judge.backend, judge.templates).verdicts(asks, window=cfg.chunk_size,
+            verdicts = ComplianceJudge(judge.backend, judge.templates).verdicts(asks, window=chunk,
                                                                                  progress=progress)
             compliance = compliance_figures(asks, sides, verdicts, margin=cfg.threshold)
         if progress:
             print(f"judging {len(prompts)} pairs with {judge_model}", file=sys.stderr)
-        verdicts = judge.compare([PairInput(key=record_id("eval", r.messages), prompt=r.messages, a=a, b=b)
-                                  for r, a, b in zip(prompts, texts["A"], texts["B"])], window=cfg.chunk_size)
+        verdicts = judge.compare(to_compare, window=chunk)
     finally:
         engines.close()
 
@@ -599,6 +623,8 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
         "prompts": source, "judge_mode": judge.mode.id,
         "constitution_sha256": constitution.sha256(), "templates_sha": judge.templates.fingerprint(
             (judge.mode.template, refusals.mode.template)),
+        # chunk_size above is what was asked (auto, or a number); these the requests in flight used
+        "window": {phase: w.record() for phase, w in windows.items()},
     }
     metrics["too_long"] = len(bad)
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 1)

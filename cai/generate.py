@@ -31,8 +31,9 @@ from cai.errors import UsageError
 from cai.prompts import Templates
 from cai.quality import FLAGS, answer_flags, flag_line
 from cai.records import GenerationRecord, RunFolder, AppendWriter, code_version, read_rows, record_id
-from cai.revise import Reviser
+from cai.revise import Reviser, critique_conversation, revision_conversation
 from cai.runloop import BatchRun
+from cai.window import PROMPT_SAMPLE, RecordSize, Sizing, Window, choose_window, longest_prompt
 
 SHOWN_ERRORS = 5  # failed samples logged one by one; the rest are only counted
 
@@ -53,6 +54,7 @@ class GenerateSummary:
     rounds_stopped: int = 0  # records whose conversation outgrew the context before the last round
     torn_line_repaired: bool = False
     engine_calls: int = 0
+    window: Window | None = None  # prompts in flight, and how that was chosen
     errors: list[str] = field(default_factory=list)
     # Over every row of the run folder (a resumed run included): final answers, and every round.
     flag_counts: dict[str, int] = field(default_factory=dict)
@@ -69,6 +71,7 @@ class GenerateSummary:
             f"failed         {self.failed}",
             f"tokens         {self.tokens}",
             f"time           {self.seconds:.1f} s",
+            *([f"window         {self.window.size} prompts in flight ({self.window.how})"] if self.window else []),
             f"chatter        {self.cleaned} revisions cleaned, {self.empty_revisions} empty kept the previous answer",
             f"flags          {flag_line(self.flag_counts)}  (final answers of all {self.rows_total} rows)",
             f"round flags    {flag_line(self.round_flag_counts)}  (every revision)",
@@ -239,13 +242,49 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, reviser
                 summary.seconds = time.perf_counter() - t0
                 summary.rows_total, summary.flag_counts, summary.round_flag_counts = count_run_flags(run.generations)
                 counts = {k: v for k, v in summary.flag_counts.items() if not k.startswith("_")}
+                # The window is recorded beside the config (which keeps what was asked, e.g. auto),
+                # never in the identity: a resumed run may choose another one.
+                window = {"window": summary.window.record()} if summary.window else {}
                 try:
-                    run.update_info(flag_counts=counts, round_flag_counts=summary.round_flag_counts)
+                    run.update_info(flag_counts=counts, round_flag_counts=summary.round_flag_counts, **window)
                 except OSError:  # a full disk: the error on its way up says so; the rerun records them
                     pass
     finally:
         lock.release()
     return summary
+
+
+def record_sizes(cfg: GenerateConfig, policy: Backend, reviser_backend: Backend, reviser: Reviser) -> list[Sizing]:
+    """What one prompt's record holds on each engine, for `--chunk-size auto`.
+
+    On the policy's engine: the prompt and its answer, for each of `samples`. On the reviser's (the
+    policy's own unless a reviser model is given), each sample's largest request, the revision
+    request: the few-shot prefix, the prompt, the answer, the critique request, the critique and the
+    revision request, plus the revision it generates. Each round starts again from the prefix with
+    that round's answer (from round 2 on, the previous revision), so rounds do not add up: the
+    largest round is the one with the longest answer slot. The prompt is the longest of the first
+    PROMPT_SAMPLE streamed (see cai/window.py); the principle the one with the longest requests."""
+    def sample():
+        return (row.messages for row in iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row="skip",
+                                                     limit=min(cfg.limit or PROMPT_SAMPLE, PROMPT_SAMPLE)))
+
+    def answer() -> RecordSize:
+        return RecordSize(longest_prompt(policy.count_tokens, sample())[0] + cfg.answer.max_tokens, cfg.samples)
+
+    def rounds() -> RecordSize:
+        _, prompt = longest_prompt(reviser_backend.count_tokens, sample())
+        request = max(reviser_backend.count_tokens(revision_conversation(
+            critique_conversation(reviser.prefix, prompt, "", p, reviser.templates), "", p, reviser.templates))
+            for p in reviser.constitution.principles)
+        answer_slot = max(cfg.answer.max_tokens, cfg.revision.max_tokens if cfg.rounds > 1 else 0)
+        tokens = request + answer_slot + cfg.critique.max_tokens + cfg.revision.max_tokens
+        return RecordSize(tokens, cfg.samples)
+
+    if not cfg.rounds:
+        return [Sizing(policy, answer)]
+    if reviser_backend is policy:
+        return [Sizing(policy, lambda: max(answer(), rounds(), key=lambda r: r.total))]
+    return [Sizing(policy, answer, "policy"), Sizing(reviser_backend, rounds, "reviser")]
 
 
 @dataclass
@@ -263,6 +302,8 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
     reviser = Reviser.build(rbatcher, constitution, templates, cfg.few_shot,
                             cfg.critique.params(seed=cfg.seed), cfg.revision.params(seed=cfg.seed))
     separate = rbatcher is not batcher
+    summary.window = choose_window(cfg.chunk_size, record_sizes(cfg, backend, reviser_backend, reviser), unit="prompt")
+    log(f"window: {summary.window.size} prompts in flight ({summary.window.how})")
     base_meta = {
         "model": cfg.model,
         "backend": getattr(backend, "name", cfg.backend),
@@ -378,7 +419,7 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
                     log("more failed samples: only counted from here on")
 
     try:
-        loop.run(jobs(), done, window=cfg.chunk_size)
+        loop.run(jobs(), done, window=summary.window.size)
     finally:
         summary.engine_calls = loop.calls
 

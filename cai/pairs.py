@@ -27,6 +27,7 @@ from cai.judge import Judge, JudgeSettings, PairInput, PairVerdict
 from cai.records import (TIES, AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows,
                          record_id)
 from cai.runloop import BatchRun
+from cai.window import AUTO, Window
 
 REVISION_FLIPS = "judge preferred the initial answer over the revision"
 
@@ -46,6 +47,7 @@ class JudgeSummary:
     ties_where: str = f"listed in {TIES}"
     flips_note: str = REVISION_FLIPS
     calibration: dict | None = None
+    window: Window | None = None  # pairs in flight, and how that was chosen
     stats: dict | None = None  # judge_stats: length and position bias on the judged data itself
 
     @property
@@ -66,6 +68,7 @@ class JudgeSummary:
             f"ties                 {self.ties}" + (f"  ({self.ties_where})" if self.ties else ""),
             f"position consistency {'n/a' if cons is None else f'{cons:.1%}'}  (same winner in both orders{left_out})",
             f"flips                {self.flips}  ({self.flips_note})",
+            *([f"window               {self.window.size} pairs in flight ({self.window.how})"] if self.window else []),
             f"time                 {self.seconds:.1f} s",
         ]
         if self.unpaired:
@@ -162,7 +165,18 @@ def pair_units(gens: list[GenerationRecord], strategy: str, run_dir: Path) -> tu
     raise UsageError(f"unknown strategy {strategy!r}: revision or samples")
 
 
-def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, window: int = 128,
+def sizing_items(units: list[tuple]) -> Iterator[tuple[PairInput, int]]:
+    """The pairs of `units` as `Judge.window` sizes them: a revision pair as it is; a prompt's samples
+    as its two longest answers, asked about every pair of the group."""
+    for src, item in units:
+        if item is not None:
+            yield item, 1
+        else:
+            a, b = sorted((g.final for g in src), key=len, reverse=True)[:2]
+            yield PairInput(key=src[0].id, prompt=src[0].prompt, a=a, b=b), len(src) * (len(src) - 1) // 2
+
+
+def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, window: int | str = AUTO,
               progress: bool = True, force_new: bool = False, calibration: str | None = "none",
               min_agreement: float = MIN_AGREEMENT, strict: bool = False, engine: dict | None = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
@@ -187,7 +201,10 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
         run.start_judge({**meta, "threshold": threshold, "strategy": strategy,
                          "constitution_name": judge.constitution.name, **({"engine": engine} if engine else {})},
                         force_new=force_new)
-        summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=window,
+        # Beside the judge's settings, not among them: another window judges the same pairs.
+        summary.window = judge.window(window, sizing_items(units))
+        run.update_info(judge_window=summary.window.record())
+        summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=summary.window.size,
                                                  min_agreement=min_agreement,
                                                  old=run.info().get("judge_calibration"), log=log)
         run.update_info(judge_calibration={k: v for k, v in summary.calibration.items() if k != "reused"})
@@ -229,7 +246,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
                     summary.flips += r.flipped
                     prefs.write([record])
 
-            loop.run(jobs(), done, window=window)
+            loop.run(jobs(), done, window=summary.window.size)
             summary.seconds = loop.seconds
         summary.stats = bias_stats((p["chosen"], p["rejected"], (p.get("meta") or {}).get("p_first", 0.5),
                                     (p.get("meta") or {}).get("p_second", 0.5)) for p in read_rows(run.preferences))
@@ -319,7 +336,7 @@ def calibration_path(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".calibration.json")
 
 
-def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: float, window: int = 128,
+def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: float, window: int | str = AUTO,
                      progress: bool = True, calibration: str | None = "none", min_agreement: float = MIN_AGREEMENT,
                      strict: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
                      ) -> JudgeSummary:
@@ -343,10 +360,13 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
         changed = sorted(k for k in set(old_judge) | set(settings) if old_judge.get(k) != settings.get(k))
         raise UsageError(f"{out_path} holds rows judged with other settings ({', '.join(changed)}); a resumed "
                          "file must keep one judge. Choose another --out")
-    summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=window,
+    summary.window = judge.window(window, ((PairInput(key=str(r["id"]), prompt=p, a=r["response_a"],
+                                                      b=r["response_b"]), 1) for r, p in rows))
+    summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=summary.window.size,
                                              min_agreement=min_agreement, old=old, log=log)
+    # The window beside the judge's settings, not among them: another window judges the same pairs.
     _write_json(cal_file, {"judge_calibration": {k: v for k, v in summary.calibration.items() if k != "reused"},
-                           "judge": settings})
+                           "judge": settings, "window": summary.window.record()})
     _check_floor(summary.calibration, strict)
     with AppendWriter(out_path) as out:
         todo = [(r, p) for r, p in rows if str(r["id"]) not in out]
@@ -368,7 +388,7 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
                         "winner": winner, "question_ids": v.question_ids,
                         **({"reason": v.reason} if v.reason else {})}])
 
-        loop.run(jobs(), done, window=window)
+        loop.run(jobs(), done, window=summary.window.size)
         summary.seconds = loop.seconds
     decided = [r for r in read_rows(out_path) if r.get("winner") in ("a", "b")]
     summary.stats = bias_stats(

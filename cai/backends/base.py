@@ -82,6 +82,26 @@ class PipelinedBackend(Backend, Protocol):
         ...
 
 
+@runtime_checkable
+class SizedBackend(Protocol):
+    """A backend that says how much work it holds at once: what `--chunk-size auto` sizes the number
+    of records in flight from (cai/window.py). Every built-in backend is one.
+
+    Not part of `Backend`: a runtime protocol check needs every member, so a backend without these
+    calls (a user's own, a test's) would stop counting as a Backend at all. Without them it gets the
+    fixed default window."""
+
+    def kv_capacity(self) -> int | None:
+        """Tokens the engine's KV cache holds over all its sequences (blocks × block size, summed over
+        data-parallel copies), known once it has started; None when it does not size work in KV tokens."""
+        ...
+
+    def max_in_flight(self) -> int | None:
+        """Requests the backend runs at once by its own setting (a server's concurrency bound, a batch
+        size); None when its KV capacity bounds it instead."""
+        ...
+
+
 Elsewhere = Literal["refuse", "note", "drop"]
 
 

@@ -42,6 +42,12 @@ class HFBackend(Engine):
         # Tokens a conversation plus its reply may hold (positions beyond it are not trained).
         self.context_window = getattr(self.lm.config, "max_position_embeddings", None)
 
+    def kv_capacity(self) -> int | None:
+        return None  # transformers allocates per forward pass: the batch size is the bound
+
+    def max_in_flight(self) -> int | None:
+        return self.batch_size
+
     def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
         return len(self.tok(self._render(conv, prefix=prefix), add_special_tokens=False)["input_ids"])
 

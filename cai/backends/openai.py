@@ -264,6 +264,12 @@ class OpenAIBackend(Engine):
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_urls={self.base_urls!r}, concurrency={self.concurrency})"
 
+    def kv_capacity(self) -> int | None:
+        return None  # the servers' caches are theirs; the client sees only its own bound
+
+    def max_in_flight(self) -> int | None:
+        return self.concurrency  # over all servers together
+
     # -- the private loop ------------------------------------------------------------------------
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:

@@ -147,6 +147,15 @@ def engine_args(model: str, *, max_model_len: int = 2048, gpu_memory_fraction: f
     )
 
 
+def kv_tokens(vllm_config) -> int | None:
+    """Tokens the started engine's KV cache holds: blocks × block size. The front-end learns the
+    blocks from the engine core's handshake (summed over data-parallel copies); None before that, or
+    where a vLLM release keeps its config elsewhere (the fixed window then applies)."""
+    cache = getattr(vllm_config, "cache_config", None)
+    blocks, size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
+    return blocks * size if blocks and size else None
+
+
 def ngram_speculation(tokens: int) -> dict:
     # Matches of 2 to 4 tokens: one token matches too often to be a good guess.
     return {"method": "ngram", "num_speculative_tokens": tokens, "prompt_lookup_min": 2, "prompt_lookup_max": 4}
@@ -288,6 +297,12 @@ class VLLMBackend(Engine):
             return len(self._tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=False))
         conv = list(conv) + [{"role": "assistant", "content": prefix}]
         return len(self._tok.apply_chat_template(conv, tokenize=True, continue_final_message=True, return_dict=False))
+
+    def kv_capacity(self) -> int | None:
+        return kv_tokens(getattr(getattr(self.llm, "llm_engine", None), "vllm_config", None))
+
+    def max_in_flight(self) -> int | None:
+        return None  # bounded by the KV cache
 
     @property
     def llm(self):

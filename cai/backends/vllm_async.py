@@ -20,7 +20,8 @@ from typing import Sequence
 
 from cai.backends.base import (Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs,
                                prefixes_for)
-from cai.backends.vllm import TOP_LOGPROBS, activate, decoded_logprobs, engine_args, to_completions, to_vllm_params
+from cai.backends.vllm import (TOP_LOGPROBS, activate, decoded_logprobs, engine_args, kv_tokens, to_completions,
+                               to_vllm_params)
 
 
 class _AsyncEngine:
@@ -83,6 +84,12 @@ class AsyncVLLMBackend:
 
         key = ("async", tuple(sorted(self._args.items())))
         return activate(key, lambda: _AsyncEngine(AsyncEngineArgs(**self._args)), _AsyncEngine.stop)
+
+    def kv_capacity(self) -> int | None:
+        return kv_tokens(getattr(self._engine.llm, "vllm_config", None))
+
+    def max_in_flight(self) -> int | None:
+        return None  # bounded by the KV cache
 
     def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
         return len(self._render(conv, prefix))

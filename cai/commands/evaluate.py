@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cai.commands.options import echo_lines, engine_options
+from cai.commands.options import chunk_size_option, echo_lines, engine_options
 from cai.judge.modes import PAIRWISE_MODES
 
 
@@ -43,7 +43,8 @@ from cai.judge.modes import PAIRWISE_MODES
               help="Append this evaluation's headline figures to FILE and redraw FILE's plot (FILE.png) beside it.")
 @click.option("--on-bad-row", type=click.Choice(["skip", "fail"]), default=None, help="What a bad prompt row does [default: fail].")
 @click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
-@click.option("--chunk-size", type=click.IntRange(1), default=None, help="Requests per engine call [default: 64].")
+@chunk_size_option("Requests per engine call (in flight at once); auto sizes it for each engine from its "
+                   "capacity, as `cai generate` does [default: auto].")
 @click.option("--examples", type=click.IntRange(0), default=None, help="Side-by-side examples in report.md [default: 3].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings; flags override it.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cai.commands.options import backend_choice, echo_lines, engine_options
+from cai.commands.options import backend_choice, chunk_size_option, echo_lines, engine_options
 
 
 @click.command()
@@ -24,7 +24,9 @@ from cai.commands.options import backend_choice, echo_lines, engine_options
 @click.option("--run-dir", default=None, help="Run folder [default: runs/<constitution>-<model>].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings; flags override it.")
 @click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
-@click.option("--chunk-size", type=click.IntRange(1), default=None, help="Prompts in flight at once [default: 64].")
+@chunk_size_option("Prompts in flight at once; auto sizes it from the engine: vLLM's KV capacity over the tokens "
+                   "a prompt's conversation holds at its largest, openai's --concurrency, hf's batch size "
+                   "[default: auto].")
 @click.option("--few-shot", type=click.IntRange(0), default=None, help="At most N constitution examples prepended [default: 2].")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token limit of answers and revisions.")
 @click.option("--force-new", is_flag=True, default=None, help="Start the run folder over even if it holds another setup.")

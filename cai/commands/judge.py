@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cai.commands.options import echo_lines, engine_options
+from cai.commands.options import chunk_size_option, echo_lines, engine_options
 from cai.judge.modes import PAIRWISE_MODES
 
 
@@ -27,6 +27,8 @@ from cai.judge.modes import PAIRWISE_MODES
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
               help="Calibration agreement below which the judge is called close to chance [default: 0.6].")
 @click.option("--strict", is_flag=True, default=None, help="Exit 1 before judging anything when the judge is below --min-agreement.")
+@chunk_size_option("Pairs in flight at once; auto sizes it from the judge's engine, as `cai generate` does "
+                   "[default: auto].")
 @click.option("--seed", type=int, default=None)
 @click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings.")

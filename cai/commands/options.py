@@ -12,6 +12,31 @@ def backend_choice(*, local: bool = False) -> click.Choice:
     return click.Choice(LOCAL if local else NAMES)
 
 
+class ChunkSizeType(click.ParamType):
+    """`--chunk-size`: a whole number of at least 1, or auto (sized from the engine: cai/window.py)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif str(value).strip().lower() == "auto":
+            return "auto"
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is neither a whole number nor auto", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is below 1", param, ctx)
+        return number
+
+
+def chunk_size_option(help: str):
+    """--chunk-size N|auto, unset (None) so that a recipe's chunk_size still applies."""
+    return click.option("--chunk-size", type=ChunkSizeType(), default=None, metavar="N|auto", help=help)
+
+
 def vllm_engine_options(f):
     """The vLLM engine's settings for GPUs. Unset (None) so that a recipe still applies; a backend
     that cannot use one refuses it (exit 2)."""

@@ -10,7 +10,8 @@ the constitution are averaged.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Sequence
+import itertools
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,6 +24,7 @@ from cai.judge.verdict import PairVerdict, both_orders
 from cai.prompts import Templates
 from cai.records import Judgement
 from cai.runloop import map_batched
+from cai.window import PROMPT_SAMPLE, RecordSize, Sizing, Window, choose_window
 
 if TYPE_CHECKING:
     from cai.constitution import Comparison
@@ -104,6 +106,25 @@ class Judge:
             return Judgement(question_id=q.id, p_first=p_first, p_second=p_second)
 
         return PairVerdict.averaged(list(await asyncio.gather(*(one(q) for q in questions))))
+
+    def question_tokens(self, item: PairInput) -> int:
+        """KV tokens one of `item`'s questions holds at its largest: the constitution's longest
+        comparison question about both responses, plus what the judge writes after it."""
+        longest = max(self.constitution.comparisons, key=lambda c: len(c.question))
+        conv = self._question(item, longest, False)
+        return self.backend.count_tokens(conv, self.mode.prefix) + self.mode.reply_tokens()
+
+    def window(self, setting: int | str, items: Iterable[tuple[PairInput, int]]) -> Window:
+        """Pairs in flight for `setting` (a number, or auto: cai/window.py). `items`: the pairs to
+        judge (a sample is read), each with the questions' pairs its record asks (1, or every pair
+        of a prompt's samples); every pair is asked in both orders, `ensemble` questions each."""
+        def record() -> RecordSize:
+            tokens, pairs = 0, 1
+            for item, n in itertools.islice(items, PROMPT_SAMPLE):
+                tokens, pairs = max(tokens, self.question_tokens(item)), max(pairs, n)
+            return RecordSize(tokens or 1, pairs * 2 * self.cfg.ensemble)
+
+        return choose_window(setting, [Sizing(self.backend, record)], unit="pair")
 
     def compare(self, items: Sequence[PairInput], *, window: int = 256) -> list[PairVerdict]:
         """Judge a list of pairs in batched engine calls; results in input order."""

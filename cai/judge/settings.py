@@ -21,6 +21,7 @@ from cai.errors import UsageError
 from cai.judge.pairwise import Judge, JudgeConfig
 from cai.models import DEFAULT_MODEL
 from cai.prompts import Templates
+from cai.window import ChunkSize
 
 
 class JudgeSettings(JudgeConfig, EngineConfig):
@@ -30,7 +31,8 @@ class JudgeSettings(JudgeConfig, EngineConfig):
     constitution: str | None = Field(None, description="Default: the run's constitution (or the bundled one).")
     strategy: Literal["revision", "samples"] = "revision"
     threshold: float = Field(0.05, ge=0.0, lt=0.5, description="|p - 0.5| below this is a tie.")
-    chunk_size: int = Field(128, ge=1)
+    chunk_size: ChunkSize = Field("auto", description="Pairs in flight at once; auto: sized from the judge "
+                                  "engine's capacity (cai/window.py).")
     templates: str | None = None
     calibration: str | None = Field(None, description="Labelled pairs the judge is calibrated on first: a JSONL file "
                                     "(rows as in --pairs plus label a|b), none, or unset for the bundled hard set.")
