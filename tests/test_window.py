@@ -25,7 +25,7 @@ from cai.pairs import judge_run
 from cai.prompts import Templates
 from cai.records import RunFolder, read_rows
 from cai.revise import Reviser, critique_conversation, revision_conversation
-from cai.window import FIXED_DEFAULT, KV_SHARE, RecordSize, Sizing, choose_window, kv_window
+from cai.window import FIXED_DEFAULT, KV_SHARE, PROMPT_SAMPLE, RecordSize, Sizing, choose_window, kv_window
 from tests.scripted import ScriptedBackend
 from tests.test_generate import write_prompts
 
@@ -130,6 +130,22 @@ def test_without_rounds_a_record_is_its_prompt_and_answer(tmp_path):
     s = run_generate(c, backend=KVEngine(50), progress=False)
     assert s.window.size == int(1600 * KV_SHARE) // (longest + c.answer.max_tokens)
     assert f"/ {longest + c.answer.max_tokens} tokens per conversation," in s.window.how
+
+
+def test_sizing_reads_only_a_sample_and_the_window_bounds_what_is_alive(tmp_path):
+    """Memory stays flat in the prompt count: the window is sized from the first PROMPT_SAMPLE prompts
+    (read as a stream, apart from the run's own), and no more records than the window are alive."""
+    class Counting(KVEngine):
+        counted = 0
+
+        def count_tokens(self, conv, prefix=None):
+            self.counted += 1
+            return super().count_tokens(conv, prefix)
+
+    be = Counting(150)  # 4800 tokens: about 18 records of a prompt and its 200-token answer
+    s = run_generate(config(tmp_path, n=600, rounds=0), backend=be, progress=False)
+    assert s.written == 600 and be.counted == PROMPT_SAMPLE
+    assert 1 < s.window.size < 600 and be.widest == s.window.size
 
 
 def test_a_number_overrides_and_a_resumed_run_may_choose_another_window(tmp_path):
