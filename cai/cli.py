@@ -78,8 +78,16 @@ def main() -> None:
     """cai: turn a written constitution into aligned models, without human labels."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # vLLM logs every engine detail at INFO; a CLI user wants cai's own progress and summary.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM logs every engine detail at INFO, and on a CPU warns about Triton, NUMA binding and
+    # deprecations on every start; a CLI user wants cai's own progress and summary. Errors still
+    # show, and each variable can be set to see more. The engine's processes inherit them.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def _register() -> None:

@@ -139,6 +139,7 @@ def engine_args(model: str, *, max_model_len: int = 2048, gpu_memory_fraction: f
         enable_prefix_caching=prefix_caching,
         tensor_parallel_size=tensor_parallel_size or 1,
         seed=seed,
+        use_tqdm_on_load=False,  # a progress bar per weight file, printed by every engine start
         # Only when asked for, so the engine arguments of a plain run stay what they were.
         **({"data_parallel_size": data_parallel_size} if data_parallel_size else {}),
         **({"quantization": quantization} if quantization else {}),
