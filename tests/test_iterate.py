@@ -246,3 +246,10 @@ def _recipe(tmp_path) -> Path:
                  "eval:\n  max_tokens: 32\n  calibration: none\n  refusal_calibration: none\n"
                  "train:\n  max_length: 256\n  per_device_train_batch_size: 2\n")
     return p
+
+
+def test_the_viewer_shows_a_win_rate_without_signal_as_no_signal():
+    from cai.view.load import history_cell
+
+    assert history_cell({"win_rate": 0.5, "signal": False}, "win_rate") == "no signal (measured 0.5)"
+    assert history_cell({"win_rate": 0.61234, "signal": True}, "win_rate") == 0.6123

@@ -197,6 +197,14 @@ HISTORY_COLUMNS = ("iteration", "prompts", "pairs", "ties", "win_rate", "win_rat
                    "over_refusal", "compliance", "train")
 
 
+def history_cell(row: dict, column: str):
+    """A win rate whose row says it carries no signal is shown as such, never as a bare figure."""
+    value = row.get(column)
+    if column == "win_rate" and row.get("signal") is False:
+        return f"no signal (measured {compact(value)})"
+    return compact(value)
+
+
 def compact(value) -> str | float | int | None:
     """A history cell: numbers stay numbers, anything nested becomes one short line of text."""
     if isinstance(value, float):
@@ -244,7 +252,7 @@ def load_iterate(path: Path, page_dir: Path, pages: dict[Path, str]) -> dict:
                            "model": str(model) if model.is_dir() else None, "finished": n in done})
     return {
         "kind": ITERATE, "title": str(path), "columns": columns,
-        "history": [[compact(h.get(c)) for c in columns] for h in history],
+        "history": [[history_cell(h, c) for c in columns] for h in history],
         "iterations": iterations, "images": images(path, [CURVE]), "report": _text(path / REPORT),
     }
 
