@@ -24,6 +24,30 @@ from cai.backends.vllm import (TOP_LOGPROBS, activate, decoded_logprobs, engine_
                                to_vllm_params)
 
 
+def offline_batch_limits(args):
+    """`args` (AsyncEngineArgs) with the offline engine's scheduler limits where none are set.
+
+    vLLM sizes a step's sequences and tokens by who starts the engine: the offline `LLM` gets this
+    device's batch defaults (256 sequences and 4096 tokens on a CPU, up to 1024 and 16384 on a large
+    GPU), while `AsyncLLM.from_engine_args` falls back to the scheduler's generic 128 and 2048. So
+    the pipelined engine ran at most 128 sequences however many records `--chunk-size auto` put in
+    flight (here the KV cache holds over 200 conversations; a GPU's, thousands), where the barrier
+    engine ran them all. cai feeds this engine batch work, as it feeds the offline one: same limits.
+    """
+    from vllm.usage.usage_lib import UsageContext
+
+    tokens, seqs = args.get_batch_defaults(args.pipeline_parallel_size * args.tensor_parallel_size)
+    context = UsageContext.LLM_CLASS
+    if args.max_num_seqs is None and context in seqs:
+        args.max_num_seqs = seqs[context]
+    if args.max_num_batched_tokens is None and context in tokens:
+        budget = tokens[context]
+        if args.enable_chunked_prefill is False:
+            budget = max(budget, args.max_model_len)  # a whole prompt in one step, as vLLM's own default
+        args.max_num_batched_tokens = budget
+    return args
+
+
 class _AsyncEngine:
     """AsyncLLM on its own event loop thread."""
 
@@ -38,7 +62,7 @@ class _AsyncEngine:
     async def _make(args):
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        return AsyncLLM.from_engine_args(args)
+        return AsyncLLM.from_engine_args(offline_batch_limits(args))
 
     def call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
