@@ -30,9 +30,9 @@ def offline_batch_limits(args):
     vLLM sizes a step's sequences and tokens by who starts the engine: the offline `LLM` gets this
     device's batch defaults (256 sequences and 4096 tokens on a CPU, up to 1024 and 16384 on a large
     GPU), while `AsyncLLM.from_engine_args` falls back to the scheduler's generic 128 and 2048. So
-    the pipelined engine ran at most 128 sequences however many records `--chunk-size auto` put in
-    flight (here the KV cache holds over 200 conversations; a GPU's, thousands), where the barrier
-    engine ran them all. cai feeds this engine batch work, as it feeds the offline one: same limits.
+    the pipelined engine ran at most 128 sequences however many records the window put in flight
+    (`auto` puts hundreds to thousands on a GPU), where the barrier engine ran up to the device's
+    limit. cai feeds this engine batch work, as it feeds the offline one: same limits.
     """
     from vllm.usage.usage_lib import UsageContext
 
