@@ -3,7 +3,8 @@
 Each stage module (`sft`, `dpo`, `kto`, `reward`, `rl`) declares one `Stage` (`stage.py`): the rows
 it reads, its TRL trainer, its `cai:` settings and flags. The rest is shared, one concept per
 module: `recipe` (bundled < --config < flags), `data` (files, datasets folders, run folders),
-`weights` (LoRA, adapter-only folders, merging), `output` (the folder, logs, metrics) and `card`.
+`weights` (LoRA, adapter-only folders, merging), `output` (the folder, logs, metrics), `memory`
+(process-wide allocator and tile settings) and `card`.
 torch and TRL are imported only when a stage runs, so `cai --help` stays fast.
 """
 
@@ -27,7 +28,7 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
     bundled recipe for `device` ("cpu"/"gpu", default: gpu where CUDA is available) and `config`.
     """
     from cai.models import resolve
-    from cai.train import card, output
+    from cai.train import card, memory, output
     from cai.train.data import read_data, rows_over
     from cai.train.registry import get_stage
     from cai.train.stage import Job
@@ -35,6 +36,7 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
 
     spec = get_stage(stage)
     recipe = load_recipe(stage, config, overrides, device=device)
+    memory.apply(recipe.cai, log)  # before anything large is allocated
     model_dir = resolve(model, merge_adapters=False)
     raw, info = read_data(data, spec.data, fallback=spec.fallback, keep_flagged=recipe.cai.keep_flagged,
                           filter=getattr(recipe.cai, "filter", "none"))

@@ -75,11 +75,31 @@ def ref_model(job: Job, auto_cls):
     return load_full(ref_dir, auto_cls, dtype=job.dtype()) if ref_dir is not None else None
 
 
+def reference_once_if_cheaper(job: Job) -> None:
+    """Keep `precompute_ref_log_probs` only where it saves work.
+
+    Computing the reference log-probabilities once per row before training drops the reference
+    forward from every step, but it scores every row, while a run capped by `max_steps` below one
+    epoch scores only the rows it trains on: there, once per step is the cheaper of the two.
+    """
+    args = job.args
+    if not getattr(args, "precompute_ref_log_probs", False):
+        job.extra["reference_log_probs"] = "every step"
+        return
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    if 0 < args.max_steps and args.max_steps * per_step < len(job.rows):
+        args.precompute_ref_log_probs = False
+        job.log(f"reference log-probabilities: every step, not precomputed: {args.max_steps} steps train "
+                f"{args.max_steps * per_step} of the {len(job.rows)} rows")
+    job.extra["reference_log_probs"] = "precomputed once" if args.precompute_ref_log_probs else "every step"
+
+
 def with_reference(trainer_cls, job: Job):
     """A TRL preference trainer (DPO, KTO) on the job's rows, with its reference model."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
+    reference_once_if_cheaper(job)
     return trainer_cls(
         model=model_arg(job.model_dir, AutoModelForCausalLM, job.args),
         ref_model=ref_model(job, AutoModelForCausalLM),

@@ -42,6 +42,14 @@ class Settings(BaseModel):
     save_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     keep_flagged: bool = Field(False, description="From a run folder: keep rows whose answer the quality checks "
                                "flagged (left out by default, as `cai export` does).")
+    # Process-wide memory settings (cai/train/memory.py says what each saved); None: the library's own.
+    malloc_mmap_threshold: int | None = Field(
+        # 32 MiB is where glibc's own sliding threshold stops: a larger value keeps more on the heap, not less
+        None, ge=4096, le=32 * 1024 * 1024, description="Bytes: glibc maps allocations this large on their own and "
+        "returns them to the OS when freed, instead of keeping freed tensors' memory resident.")
+    logprob_chunk: int | None = Field(
+        None, ge=256, description="Vocabulary columns per tile of TRL's chunked log-probabilities (TRL: 32768); "
+        "narrower tiles need less memory where the tiles run as torch operations (CPUs).")
 
     def recorded(self) -> dict:
         """The settings this stage's recipe.yaml and card record (a stage may drop ones it ignores)."""
@@ -121,6 +129,23 @@ class Recipe:
             raise UsageError(f"recipe ({' < '.join(self.sources)}): {exc}") from None
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it torch emulates
+    bf16 and autocast makes a step slower than fp32; with it a DPO step of the default model took
+    0.65x the fp32 time here (benchmarks/train.py)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence probed
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def resolve_auto(trl: dict) -> dict:
+    """`bf16: auto`: bf16 autocast on a GPU and on a CPU with native bf16, fp32 on other CPUs."""
+    if trl.get("bf16") == "auto":
+        trl = {**trl, "bf16": cpu_has_native_bf16() if trl.get("use_cpu") else True}
+    return trl
+
+
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """YAML 1.1 reads `2e-4` as a string; TrainingArguments does not convert, so we do for floats."""
     kind = str(f.type)
@@ -188,7 +213,7 @@ def load_recipe(stage: str, config: str | Path | None = None, overrides: dict | 
     cai = _validate(spec.settings, {**mine, **{k: v for k, v in cai_all.items() if k not in owners}}, where)
     if not cai.lora and cai.full_learning_rate and not lr_from_user:
         trl_all["learning_rate"] = cai.full_learning_rate
-    trl_all = check_keys(spec.config_class(cai), trl_all, where, owners.keys())
+    trl_all = check_keys(spec.config_class(cai), resolve_auto(trl_all), where, owners.keys())
     recipe = Recipe(stage=stage, trl=trl_all, cai=cai, sources=sources)
     spec.check(recipe)
     return recipe
