@@ -456,11 +456,11 @@ def peer_pattern(args, prompts, engine: str, limits: dict | None = None) -> dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", default=None, help="Prompt set (any format cai reads); default: the bundled set.")
-    ap.add_argument("--n", type=int, default=32, help="Prompts.")
+    ap.add_argument("--n", type=int, default=128, help="Prompts (conversations, all in flight at once).")
     ap.add_argument("--backends", default="vllm,hf", help="Comma-separated: vllm, hf.")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rounds", type=int, default=2, help="Critique → revision rounds.")
-    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--max-tokens", type=int, default=64, help="Most tokens per step (answer, critique, revision).")
     ap.add_argument("--few-shot", type=int, default=0, help="Constitution examples prepended to critiques.")
     ap.add_argument("--no-peer", action="store_true", help="Skip the server-based peer pattern.")
     ap.add_argument("--peer-engine", default="matched",

@@ -76,3 +76,14 @@ def test_the_async_backend_starts_its_engine_with_them(monkeypatch, model_path):
         assert args.max_num_batched_tokens == max(tokens, engine_args(model_path)["max_model_len"])
     finally:
         shutdown_all()
+
+
+@pytest.mark.slow
+def test_the_real_async_engine_runs_with_them(vllm_backend):
+    from cai.backends.vllm_async import AsyncVLLMBackend
+
+    assert isinstance(vllm_backend, AsyncVLLMBackend)  # the default vllm engine
+    sched = vllm_backend._engine.llm.vllm_config.scheduler_config
+    seqs, tokens = _offline_defaults()
+    assert sched.max_num_seqs == seqs
+    assert sched.max_num_batched_tokens == max(tokens, vllm_backend.context_window)
