@@ -20,7 +20,7 @@ demo: install
 
 test: install-test
 	$(BIN)/cai models pull
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=30
 
 test-fast: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"

@@ -464,9 +464,14 @@ def test_rl_with_the_reward_model_moves_the_policy(reward_out, data, tmp_path, a
     # over 3 steps, at ~20-180 s a step on this 2-core machine). The check below asks instead
     # whether the step moved the policy towards what the reward model scored above its group's
     # mean, which is what one step must do, and can fail.
+    import dataclasses
+
+    from cai.train import registry
+
     trainers = []
-    build = rl.build
-    monkeypatch.setattr(rl, "build", lambda job: trainers.append(build(job)) or trainers[-1])
+    # Stage is frozen and the registry holds it: swap in a copy whose build keeps the trainer.
+    stage = dataclasses.replace(rl.STAGE, build=lambda job: trainers.append(rl.build(job)) or trainers[-1])
+    monkeypatch.setitem(registry.STAGES, "rl", stage)
     out = tmp_path / algorithm
     m = run_stage("rl", data["prompts"], "smollm2-135m", out,
                   {"logging_steps": 1, "algorithm": algorithm, "reward_model": str(reward_out[0]), "max_steps": 1,
