@@ -188,29 +188,34 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow  # two fresh interpreters per case (~30 s of imports each on 2 busy cores)
-@pytest.mark.parametrize("kill_at", ["inside-generate", "before-judge", "before-train"])
-def test_sigkill_at_a_step_then_the_same_command_resumes_without_duplicates(tmp_path, kill_at):
-    cfg = _cfg(tmp_path, iterations=1).model_dump()
+@pytest.mark.slow  # four fresh interpreters (~30 s of imports each on 2 busy cores)
+def test_sigkill_at_each_step_then_the_same_command_resumes_without_duplicates(tmp_path):
+    """One folder killed at each step in turn, the same command rerun each time: every rerun picks
+    up what the last one left (a kill inside generation, then before judging, then before training)
+    and the last one finishes with one history row and no duplicate generation."""
+    cfg = json.dumps(_cfg(tmp_path, iterations=1).model_dump())
     script = DRIVER.format(root=str(ROOT))
-    env = {**os.environ, "KILL_AT": kill_at, "CAI_HOME": str(tmp_path / "home")}
-    first = subprocess.run([sys.executable, "-c", script, json.dumps(cfg)], env=env, capture_output=True, text=True,
-                           cwd=ROOT, timeout=300)
-    assert first.returncode == -signal.SIGKILL, first.stderr
     out = tmp_path / "it"
-    assert not (out / "history.jsonl").exists()
-    env["KILL_AT"] = ""
-    second = subprocess.run([sys.executable, "-c", script, json.dumps(cfg)], env=env, capture_output=True,
-                            text=True, cwd=ROOT, timeout=300)
-    assert second.returncode == 0, second.stderr
+
+    def run(kill_at: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "KILL_AT": kill_at, "CAI_HOME": str(tmp_path / "home")}
+        return subprocess.run([sys.executable, "-c", script, cfg], env=env, capture_output=True, text=True,
+                              cwd=ROOT, timeout=300)
+
+    for kill_at in ("inside-generate", "before-judge", "before-train"):
+        proc = run(kill_at)
+        assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stderr)
+        assert not (out / "history.jsonl").exists()
+        if kill_at != "inside-generate":  # the rerun found the generation the last kill left
+            assert "resuming the run folder" in proc.stderr, (kill_at, proc.stderr)
+    last = run("")
+    assert last.returncode == 0, last.stderr
+    # judging finished before the last kill: the rerun reuses it and goes on to train
+    assert "judge: revision pairs" in last.stderr and "resuming" in last.stderr.split("judge:")[1]
     hist = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in hist] == [1]
     gens = [json.loads(x) for x in (out / "iterations" / "01" / "run" / "generations.jsonl").read_text().splitlines()]
     assert len(gens) == len({g["id"] for g in gens}) == 3
-    if kill_at != "inside-generate":
-        assert "resuming the run folder" in second.stderr
-    if kill_at == "before-train":
-        assert "judge: revision pairs" in second.stderr and "resuming" in second.stderr.split("judge:")[1]
 
 
 # ---------------------------------------------------------------- the real thing (slow)

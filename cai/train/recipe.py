@@ -129,20 +129,13 @@ class Recipe:
             raise UsageError(f"recipe ({' < '.join(self.sources)}): {exc}") from None
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it torch emulates
-    bf16 and autocast makes a step slower than fp32; with it a DPO step of the default model took
-    0.65x the fp32 time here (benchmarks/train.py)."""
-    import torch
-
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence probed
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
-
-
 def resolve_auto(trl: dict) -> dict:
-    """`bf16: auto`: bf16 autocast on a GPU and on a CPU with native bf16, fp32 on other CPUs."""
+    """`bf16: auto`: bf16 autocast on a GPU and on a CPU with bf16 instructions (AVX512-BF16 or AMX),
+    fp32 on other CPUs, where torch emulates bf16 and autocast makes a step slower than fp32."""
     if trl.get("bf16") == "auto":
-        trl = {**trl, "bf16": cpu_has_native_bf16() if trl.get("use_cpu") else True}
+        from cai.backends import hardware
+
+        trl = {**trl, "bf16": hardware.cpu_has_fast_bf16() if trl.get("use_cpu") else True}
     return trl
 
 
