@@ -45,10 +45,8 @@ SIDES = ("cai", "trl", "before")
 # `--before`: the CPU recipes' keys as they were before the memory work of issue 19, over today's
 # recipe (a --config layer, so null unsets a key), to measure before and after in one run.
 BEFORE = {
-    "sft": {"bf16": False, "gradient_checkpointing": False,
-            "cai": {"malloc_mmap_threshold": None, "logprob_chunk": None}},
-    "dpo": {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": False,
-            "cai": {"malloc_mmap_threshold": None, "logprob_chunk": None}},
+    "sft": {"bf16": False, "gradient_checkpointing": False},
+    "dpo": {"bf16": False, "gradient_checkpointing": False, "precompute_ref_log_probs": False},
 }
 NAMES = {"cai": "cai recipe", "trl": "TRL defaults", "before": "cai before"}
 
