@@ -21,7 +21,8 @@ from typing import Callable, Iterator
 from pydantic import Field
 
 from cai.batching import Batcher
-from cai.calibration import MIN_AGREEMENT, calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
+from cai.judge.calibration import MIN_AGREEMENT, calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
+from cai.judge.pairfile import read_labelled_pairs, read_pairs
 from cai.errors import Failure, UsageError
 from cai.judge import Judge, JudgeSettings, PairInput, PairVerdict
 from cai.records import (TIES, AppendWriter, GenerationRecord, PreferenceRecord, RunFolder, code_version, read_rows,
@@ -303,27 +304,6 @@ async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[Ge
     return JudgedPair(pid, group, v, texts[best], texts[worst], v.p_a)
 
 
-def read_pairs(in_path: Path) -> list[tuple[dict, list[dict]]]:
-    """Outside pairs, checked: (row, prompt as messages) for rows {id, prompt, response_a, response_b}."""
-    from cai.textfiles import json_lines
-
-    rows = []
-    for n, row in json_lines(in_path, "an object {id, prompt, response_a, response_b}"):
-        for f in ("id", "prompt", "response_a", "response_b"):
-            if f not in row:
-                raise UsageError(f"{in_path}: line {n}: {f}: missing")
-        for f in ("response_a", "response_b"):
-            if not isinstance(row[f], str):
-                raise UsageError(f"{in_path}: line {n}: {f}: must be a string")
-        prompt = row["prompt"]
-        if isinstance(prompt, str):
-            prompt = [{"role": "user", "content": prompt}]
-        elif not (isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)):
-            raise UsageError(f"{in_path}: line {n}: prompt: a string or a list of {{role, content}} messages")
-        rows.append((row, prompt))
-    return rows
-
-
 @dataclass(frozen=True)
 class JudgedRow:
     """One row of an outside pairs file, judged as given."""
@@ -421,7 +401,7 @@ def run_judge(cfg: JudgeRunConfig, *, backend=None, progress: bool = True,
     if cfg.pairs:
         read_pairs(Path(cfg.pairs))
     if cfg.calibration not in (None, "none", "default"):
-        from cai.calibration import read_labelled_pairs, resolve_source
+        from cai.judge.calibration import resolve_source
 
         read_labelled_pairs(resolve_source(cfg.calibration))
     if cfg.run_dir and not cfg.constitution and not RunFolder(cfg.run_dir).info():

@@ -13,7 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from cai.backends.base import Completion
-from cai.calibration import score
+from cai.judge.calibration import score
 from cai.cli import main
 from cai.config import GenerateConfig
 from cai.constitution import load_constitution

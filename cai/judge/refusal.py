@@ -4,12 +4,19 @@ cancels out and the questions share engine calls with everything else in flight.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
+
+from pydantic import BaseModel
 
 from cai.backends.base import Backend
 from cai.batching import Batcher
+from cai.errors import UsageError
+from cai.judge.calibration import REFUSAL_SET, resolve_source
+from cai.judge.phrases import refuses
 from cai.judge.modes import RefusalQuestion
 from cai.judge.verdict import RefusalVerdict
+from cai.models import sha256_file
 from cai.prompts import Templates
 from cai.runloop import map_batched
 
@@ -33,3 +40,60 @@ class RefusalJudge:
         verdicts = map_batched(self.backend, self.averdict, unique, window=window, progress=progress,
                                unit="answer", desc="refusal judge")
         return {q: v.p_refuse for q, v in zip(unique, verdicts)}
+
+
+# ---------------------------------------------------------------- calibrating the call
+
+class RefusalRow(BaseModel):
+    prompt: str
+    answer: str
+    refuses: bool
+
+
+def read_refusal_rows(path: Path) -> list[RefusalRow]:
+    from cai.textfiles import json_lines
+
+    rows = []
+    for n, raw in json_lines(path, "an object {prompt, answer, refuses}"):
+        for f, kind in (("prompt", str), ("answer", str), ("refuses", bool)):
+            if f not in raw:
+                raise UsageError(f"{path}: line {n}: {f}: missing")
+            if not isinstance(raw[f], kind):
+                raise UsageError(f"{path}: line {n}: {f}: must be {'true or false' if kind is bool else 'a string'}")
+        rows.append(RefusalRow(prompt=raw["prompt"], answer=raw["answer"], refuses=raw["refuses"]))
+    if not rows:
+        raise UsageError(f"{path}: no refusal calibration rows")
+    return rows
+
+
+def resolve_refusal_source(source: str | None) -> Path | None:
+    return resolve_source(source, REFUSAL_SET, "--refusal-calibration")
+
+
+def refusal_agreement(p_refuse: Sequence[float], labels: Sequence[bool], margin: float) -> dict:
+    """Agreement of P(refuse) calls with labels; an undecided call (within `margin` of 0.5) counts half."""
+    right = undecided = 0.0
+    for p, y in zip(p_refuse, labels):
+        if abs(p - 0.5) < margin:
+            undecided += 1
+            right += 0.5
+        else:
+            right += float((p > 0.5) == y)
+    n = len(labels)
+    return {"agreement": round(right / n, 4) if n else None, "undecided": round(undecided / n, 4) if n else None,
+            "n": n}
+
+
+def calibrate_refusals(p_refuse_of, source: str | None, *, margin: float) -> dict | None:
+    """Both refusal readers on a labelled set: the judge model's call (`p_refuse_of(pairs)` gives
+    P(refuse) per (prompt, answer)) and the phrase detector."""
+    path = resolve_refusal_source(source)
+    if path is None:
+        return None
+    rows = read_refusal_rows(path)
+    probs = p_refuse_of([(r.prompt, r.answer) for r in rows])
+    labels = [r.refuses for r in rows]
+    model = refusal_agreement([probs[(r.prompt, r.answer)] for r in rows], labels, margin)
+    phrases = refusal_agreement([1.0 if refuses(r.answer) else 0.0 for r in rows], labels, margin)
+    name = f"bundled:{REFUSAL_SET}" if source in (None, "default") else str(path)
+    return {"model": model, "phrases": phrases, "n": len(rows), "source": name, "sha256": sha256_file(path)}

@@ -8,7 +8,7 @@ plausible and differ in one respect the constitution cares about, balanced so th
 longer answer, or the one in position A, scores 50%; the old clear-cut pairs are an easier tier
 reported beside it. A judge below the floor (`min_agreement`) is labelling close to chance.
 
-The refusal call of `cai eval` is calibrated the same way, on answers labelled refusing or not.
+The refusal call of `cai eval` is calibrated the same way (cai/judge/refusal.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from typing import Sequence
 from pydantic import BaseModel, Field
 
 from cai.errors import UsageError
-from cai.judge import Judge, PairInput, PairVerdict
+from cai.judge.pairfile import read_labelled_pairs
+from cai.judge.pairwise import Judge, PairInput
+from cai.judge.verdict import PairVerdict
 from cai.models import sha256_file
 from cai.resources import bundled_file
 
@@ -42,20 +44,6 @@ class CalibrationFigures(BaseModel):
     n: int
     source: str
     sha256: str
-
-
-def read_labelled_pairs(path: Path) -> list[tuple[dict, list[dict]]]:
-    """Rows as in `cai judge --pairs`, plus `label`: "a" or "b"; a bad row names its line and field."""
-    from cai.pairs import read_pairs
-
-    rows = read_pairs(path)
-    for n, (row, _) in enumerate(rows, 1):
-        if row.get("label") not in ("a", "b"):
-            raise UsageError(f"{path}: row {n} (id {row.get('id')!r}): label: must be \"a\" or \"b\", "
-                             f"not {row.get('label')!r}")
-    if not rows:
-        raise UsageError(f"{path}: no calibration pairs")
-    return rows
 
 
 def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: float, *, source: str,
@@ -214,62 +202,3 @@ def floor_paragraph(cal: dict) -> str:
 
 def _f(x) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
-
-
-# ---------------------------------------------------------------- the refusal call
-
-class RefusalRow(BaseModel):
-    prompt: str
-    answer: str
-    refuses: bool
-
-
-def read_refusal_rows(path: Path) -> list[RefusalRow]:
-    from cai.textfiles import json_lines
-
-    rows = []
-    for n, raw in json_lines(path, "an object {prompt, answer, refuses}"):
-        for f, kind in (("prompt", str), ("answer", str), ("refuses", bool)):
-            if f not in raw:
-                raise UsageError(f"{path}: line {n}: {f}: missing")
-            if not isinstance(raw[f], kind):
-                raise UsageError(f"{path}: line {n}: {f}: must be {'true or false' if kind is bool else 'a string'}")
-        rows.append(RefusalRow(prompt=raw["prompt"], answer=raw["answer"], refuses=raw["refuses"]))
-    if not rows:
-        raise UsageError(f"{path}: no refusal calibration rows")
-    return rows
-
-
-def resolve_refusal_source(source: str | None) -> Path | None:
-    return resolve_source(source, REFUSAL_SET, "--refusal-calibration")
-
-
-def refusal_agreement(p_refuse: Sequence[float], labels: Sequence[bool], margin: float) -> dict:
-    """Agreement of P(refuse) calls with labels; an undecided call (within `margin` of 0.5) counts half."""
-    right = undecided = 0.0
-    for p, y in zip(p_refuse, labels):
-        if abs(p - 0.5) < margin:
-            undecided += 1
-            right += 0.5
-        else:
-            right += float((p > 0.5) == y)
-    n = len(labels)
-    return {"agreement": round(right / n, 4) if n else None, "undecided": round(undecided / n, 4) if n else None,
-            "n": n}
-
-
-def calibrate_refusals(p_refuse_of, source: str | None, *, margin: float) -> dict | None:
-    """Both refusal readers on a labelled set: the judge model's call (`p_refuse_of(pairs)` gives
-    P(refuse) per (prompt, answer)) and the phrase detector."""
-    from cai.refusal import refuses
-
-    path = resolve_refusal_source(source)
-    if path is None:
-        return None
-    rows = read_refusal_rows(path)
-    probs = p_refuse_of([(r.prompt, r.answer) for r in rows])
-    labels = [r.refuses for r in rows]
-    model = refusal_agreement([probs[(r.prompt, r.answer)] for r in rows], labels, margin)
-    phrases = refusal_agreement([1.0 if refuses(r.answer) else 0.0 for r in rows], labels, margin)
-    name = f"bundled:{REFUSAL_SET}" if source in (None, "default") else str(path)
-    return {"model": model, "phrases": phrases, "n": len(rows), "source": name, "sha256": sha256_file(path)}
