@@ -139,8 +139,8 @@ def run_cai_loop(args, label: str, backend_obj, backend_name: str) -> dict:
     recorder = (PipelinedRecorder if isinstance(backend_obj, PipelinedBackend) else Recorder)(backend_obj)
     try:
         g = run_generate(loop_config(args, run_dir, backend_name), backend=recorder, progress=False, log=lambda s: None)
-        j = judge_run(run_dir, Judge(backend_obj, load_constitution("default"), JudgeConfig()), "revision",
-                      threshold=0.0, progress=False, log=lambda s: None)
+        j = judge_run(run_dir, Judge(backend_obj, load_constitution("default"), JudgeConfig(threshold=0.0)), "revision",
+                      progress=False, log=lambda s: None)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     requests = g.written * (1 + 2 * args.rounds)

@@ -3,8 +3,10 @@
 `revision`: the final revision against the initial answer of each generation row, checked by the
 judge: when the judge prefers the initial answer the pair is flipped, and that is counted.
 `samples`: the answers sampled for one prompt are compared pairwise; chosen is the best and
-rejected the worst by mean win probability. Ties (|p - 0.5| < threshold, or identical texts) are
-kept out of preferences.jsonl but written to ties.jsonl: counted and listed, never dropped silently.
+rejected the worst by mean win probability, written only when the judge's direct verdict on those two
+agrees. Ties (the tie rule of cai/judge/verdict.py, or a direct verdict against the ranking) are
+kept out of preferences.jsonl but written to ties.jsonl with the reason: counted and listed, never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Callable, Iterator
 from pydantic import Field
 
 from cai.batching import Batcher
-from cai.judge.calibration import MIN_AGREEMENT, calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
+from cai.judge.calibration import calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
+from cai.judge.figures import MIN_AGREEMENT, PositionTally, first_wins, longer_wins
 from cai.judge.pairfile import read_labelled_pairs, read_pairs
 from cai.errors import Failure, UsageError
 from cai.judge import Judge, JudgeSettings, PairInput, PairVerdict
@@ -38,7 +41,7 @@ class JudgeSummary:
     judged: int = 0
     skipped: int = 0
     ties: int = 0
-    consistent: int = 0
+    orders: PositionTally = field(default_factory=PositionTally)  # position consistency (cai/judge/figures.py)
     identical: int = 0
     flips: int = 0
     unpaired: int = 0
@@ -52,12 +55,14 @@ class JudgeSummary:
     stats: dict | None = None  # judge_stats: length and position bias on the judged data itself
 
     @property
+    def consistent(self) -> int:
+        return self.orders.consistent
+
+    @property
     def position_consistency(self) -> float | None:
-        """Share of judged pairs with the same winner in both orders. Identical answers are left
-        out: they are ties without asking the judge, so they say nothing about its position bias
-        (cai eval counts the same way)."""
-        asked = self.judged - self.identical - self.too_long
-        return self.consistent / asked if asked else None
+        """Share of pairs decided in both orders with the same winner in both (cai/judge/figures.py:
+        every command counts it that way)."""
+        return self.orders.position_consistency
 
     def lines(self) -> list[str]:
         rate = self.judged / self.seconds if self.seconds else 0.0
@@ -67,7 +72,9 @@ class JudgeSummary:
             f"pairs judged         {self.judged}  ({rate:.2f} pairs/s)",
             f"skipped (resumed)    {self.skipped}",
             f"ties                 {self.ties}" + (f"  ({self.ties_where})" if self.ties else ""),
-            f"position consistency {'n/a' if cons is None else f'{cons:.1%}'}  (same winner in both orders{left_out})",
+            f"position consistency {'n/a' if cons is None else f'{cons:.1%}'}  (same winner in both orders, of "
+            f"{self.orders.decided} pairs decided in both{left_out}; undecided in an order: "
+            f"{_pct(self.orders.undecided_orders)})",
             f"flips                {self.flips}  ({self.flips_note})",
             *([f"window               {self.window.size} pairs in flight ({self.window.how})"] if self.window else []),
             f"time                 {self.seconds:.1f} s",
@@ -90,7 +97,7 @@ class JudgeSummary:
         self.judged += 1
         self.identical += verdict.identical
         self.too_long += verdict.reason is not None
-        self.consistent += verdict.consistent and verdict.asked
+        self.orders.add(verdict.p_first, verdict.p_second, asked=verdict.asked)
         if tie:
             self.ties += 1
 
@@ -100,33 +107,24 @@ def _pct(x) -> str:
 
 
 def bias_stats(rows) -> dict:
-    """judge_stats: over decided pairs, the share won by the longer answer (pairs of equal length left
-    out) and the share of single-order verdicts won by the answer shown first. Rows carry `p_first` and
-    `p_second` (P(first-named answer wins) when shown first / second) and the two texts, winner first."""
-    decided = longer = unequal = 0
-    first = 0.0
-    for win_text, lose_text, p_first, p_second in rows:
-        decided += 1
-        if len(win_text.strip()) != len(lose_text.strip()):
-            unequal += 1
-            longer += len(win_text.strip()) > len(lose_text.strip())
-        # Order 1 shows the first-named answer first: it wins when p_first > 0.5. Order 2 shows the
-        # other one first, which wins when p_second < 0.5.
-        first += ((p_first > 0.5) + (p_second < 0.5)) / 2
-    return {"decided": decided, "longer_wins": round(longer / unequal, 4) if unequal else None,
-            "first_wins": round(first / decided, 4) if decided else None}
+    """judge_stats: over decided pairs, the share won by the longer answer and the share of single-order
+    verdicts won by the answer shown first (cai/judge/figures.py). Rows: (winner's text, loser's text,
+    p_first, p_second), p_first/p_second about the winner (P(it wins) shown first / second)."""
+    rows = list(rows)
+    return {"decided": len(rows), "longer_wins": longer_wins((w, l) for w, l, _, _ in rows),
+            "first_wins": first_wins((pf, ps) for _, _, pf, ps in rows)}
 
 
-def ensure_calibration(judge: Judge, source: str | None, *, threshold: float, window: int, min_agreement: float,
+def ensure_calibration(judge: Judge, source: str | None, *, window: int, min_agreement: float,
                        old: dict | None, log: Callable[[str], None]) -> dict | None:
     """The judge's calibration: the earlier one when it was made with the same settings, else measured now."""
     if source == "none":
         return {"skipped": True}
-    key = settings_key(judge, threshold, source)
+    key = settings_key(judge, source)
     if old and old.get("settings") == key and not old.get("skipped"):
         return with_floor({**old, "reused": True}, min_agreement)
     log("judge: calibrating on labelled pairs with the judge's own settings (--calibration none skips it)")
-    cal = calibrate(judge, source, threshold=threshold, window=window, min_agreement=min_agreement, key=key)
+    cal = calibrate(judge, source, window=window, min_agreement=min_agreement, key=key)
     if cal.get("reused"):
         log("judge: calibration measured earlier with the same judge, settings and set: reused")
     return cal
@@ -177,17 +175,19 @@ def sizing_items(units: list[tuple]) -> Iterator[tuple[PairInput, int]]:
             yield PairInput(key=src[0].id, prompt=src[0].prompt, a=a, b=b), len(src) * (len(src) - 1) // 2
 
 
-def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, window: int | str = AUTO,
+def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str = AUTO,
               progress: bool = True, force_new: bool = False, calibration: str | None = "none",
               min_agreement: float = MIN_AGREEMENT, strict: bool = False, engine: dict | None = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
     """Judge a run folder into preferences.jsonl (and ties.jsonl); resumes a run judged the same
-    way, refuses one judged with other settings unless `force_new` (which starts the pairs over).
+    way, refuses one judged with other settings unless `force_new` (which starts the pairs over). Ties
+    by the judge's own threshold (`judge.threshold`).
     `engine`: the engine settings given (tensor parallelism, quantization, ...), recorded with them."""
     run = RunFolder(run_dir)
     if not run.generations.exists():
         raise UsageError(f"{run_dir}: no {run.generations.name}; run `cai generate --run-dir {run_dir}` first")
     gens = [GenerationRecord.model_validate(r) for r in read_rows(run.generations)]
+    threshold = judge.threshold
     judge_ident = record_id(judge.describe(), judge.constitution.sha256(), strategy)
     summary = JudgeSummary()
     if strategy == "samples":
@@ -205,7 +205,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
         # Beside the judge's settings, not among them: another window judges the same pairs.
         summary.window = judge.window(window, sizing_items(units))
         run.update_info(judge_window=summary.window.record())
-        summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=summary.window.size,
+        summary.calibration = ensure_calibration(judge, calibration, window=summary.window.size,
                                                  min_agreement=min_agreement,
                                                  old=run.info().get("judge_calibration"), log=log)
         run.update_info(judge_calibration={k: v for k, v in summary.calibration.items() if k != "reused"})
@@ -232,7 +232,7 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
 
             def done(r: JudgedPair) -> None:
                 v = r.verdict
-                tie = v.is_tie(threshold) or r.chosen.strip() == r.rejected.strip()
+                tie = v.is_tie(threshold) or r.tie_reason is not None
                 summary.count(v, tie)
                 record = PreferenceRecord(
                     id=r.id, prompt=r.sources[0].prompt, category=r.sources[0].category, chosen=r.chosen,
@@ -241,9 +241,10 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, threshold: float, w
                     meta={**meta, "flipped": r.flipped, "p_first": v.p_first, "p_second": v.p_second})
                 if tie:
                     summary.tie_ids.append(r.id)
-                    ties.write([{**record.model_dump(mode="json"), "tie": True,
-                                 **({"reason": v.reason} if v.reason else {})}])
+                    reason = v.reason or r.tie_reason
+                    ties.write([{**record.model_dump(mode="json"), "tie": True, **({"reason": reason} if reason else {})}])
                 else:
+                    check_decided(record, threshold)
                     summary.flips += r.flipped
                     prefs.write([record])
 
@@ -268,6 +269,15 @@ class JudgedPair:
     rejected: str
     p_chosen: float
     flipped: bool = False  # revision strategy: the judge preferred the initial answer
+    tie_reason: str | None = None  # samples strategy: why a decided-looking pair is a tie all the same
+
+
+def check_decided(record: PreferenceRecord, threshold: float) -> None:
+    """Every pair written to preferences.jsonl is decided by the tie rule for its chosen side: a
+    pair that is not would train the policy towards an answer the judge did not prefer."""
+    if not record.p_chosen >= 0.5 + threshold - 1e-9:
+        raise RuntimeError(f"pair {record.id}: p_chosen {record.p_chosen:.4f} is not past the tie threshold "
+                           f"{threshold}; it must be a tie (a bug in cai: please report it)")
 
 
 async def _revision_pair(judge: Judge, batcher: Batcher, pid: str, src: list[GenerationRecord],
@@ -282,7 +292,10 @@ async def _revision_pair(judge: Judge, batcher: Batcher, pid: str, src: list[Gen
 async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[GenerationRecord],
                         item: PairInput | None = None) -> JudgedPair:
     """The best and the worst of a prompt's samples, by mean win probability over all pairs of them
-    (`item` is unused: every pair of the group is its own question)."""
+    (`item` is unused: every pair of the group is its own question). The pair's verdict is the judge's
+    direct one of those two; a small judge is often not transitive (A beats B, B beats C, C beats A),
+    so when the direct verdict prefers the answer ranked worst, or is within the tie threshold, the
+    pair is a tie with the reason, never a pair whose chosen answer lost the comparison."""
     texts = [g.final for g in group]
     combos = list(itertools.combinations(range(len(group)), 2))
     verdicts = await asyncio.gather(*(
@@ -301,7 +314,14 @@ async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[Ge
     v = verdicts[combos.index((i, j))]
     if best != i:  # the direct verdict is about (i, j); turn it to (best, worst)
         v = v.swapped()
-    return JudgedPair(pid, group, v, texts[best], texts[worst], v.p_a)
+    reason = None
+    if not v.is_tie(judge.threshold) and v.p_a < 0.5:
+        n = len(group) - 1
+        reason = (f"the judge ranks sample {group[best].sample} best and {group[worst].sample} worst by mean win "
+                  f"probability ({wins[best] / n:.3f} against {wins[worst] / n:.3f}), but prefers "
+                  f"{group[worst].sample} when the two are compared directly (p {1 - v.p_a:.3f}): its verdicts "
+                  "are not transitive here")
+    return JudgedPair(pid, group, v, texts[best], texts[worst], v.p_a, tie_reason=reason)
 
 
 @dataclass(frozen=True)
@@ -316,13 +336,14 @@ def calibration_path(out_path: Path) -> Path:
     return out_path.with_name(out_path.name + ".calibration.json")
 
 
-def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: float, window: int | str = AUTO,
+def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, window: int | str = AUTO,
                      progress: bool = True, calibration: str | None = "none", min_agreement: float = MIN_AGREEMENT,
                      strict: bool = False, log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
                      ) -> JudgeSummary:
     """Judge outside pairs: rows {id, prompt (string or messages), response_a, response_b}. The judge's
     calibration goes to OUT.calibration.json beside the output."""
     rows = read_pairs(in_path)
+    threshold = judge.threshold
     # Pairs are judged as given: no file of ties beside them, and nothing is flipped.
     summary = JudgeSummary(ties_where=f'rows with winner "tie" in {out_path}',
                            flips_note="pairs mode compares the responses as given, nothing is flipped")
@@ -335,14 +356,14 @@ def judge_pairs_file(in_path: Path, out_path: Path, judge: Judge, *, threshold: 
             old, old_judge = saved.get("judge_calibration"), saved.get("judge")
         except (json.JSONDecodeError, AttributeError):
             pass
-    settings = {**judge.describe(), "threshold": threshold}
+    settings = judge.describe()
     if old_judge and old_judge != settings and next(read_rows(out_path), None) is not None:
         changed = sorted(k for k in set(old_judge) | set(settings) if old_judge.get(k) != settings.get(k))
         raise UsageError(f"{out_path} holds rows judged with other settings ({', '.join(changed)}); a resumed "
                          "file must keep one judge. Choose another --out")
     summary.window = judge.window(window, ((PairInput(key=str(r["id"]), prompt=p, a=r["response_a"],
                                                       b=r["response_b"]), 1) for r, p in rows))
-    summary.calibration = ensure_calibration(judge, calibration, threshold=threshold, window=summary.window.size,
+    summary.calibration = ensure_calibration(judge, calibration, window=summary.window.size,
                                              min_agreement=min_agreement, old=old, log=log)
     # The window beside the judge's settings, not among them: another window judges the same pairs.
     _write_json(cal_file, {"judge_calibration": {k: v for k, v in summary.calibration.items() if k != "reused"},
@@ -410,7 +431,7 @@ def run_judge(cfg: JudgeRunConfig, *, backend=None, progress: bool = True,
 
     constitution = choose_constitution(cfg.constitution, run_dir=cfg.run_dir, log=log).constitution
     judge = build_judge(cfg, constitution, backend=backend)
-    how = dict(threshold=cfg.threshold, window=cfg.chunk_size, progress=progress, calibration=cfg.calibration,
+    how = dict(window=cfg.chunk_size, progress=progress, calibration=cfg.calibration,
                min_agreement=cfg.min_agreement, strict=cfg.strict, log=log)
     if cfg.pairs:
         return judge_pairs_file(Path(cfg.pairs), Path(cfg.out), judge, **how)

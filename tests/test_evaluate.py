@@ -213,7 +213,9 @@ def test_cli_end_to_end_with_scripted_models(tmp_path, fake_engines):
     # headline figures come from the phrase detector; the model's call is reported beside them.
     assert m["refusal_reader"] == "phrases" and m["judge_reliability"]["refusal_calibration"] is None
     a, b = m["refusals_by_reader"]["model"]["A"], m["refusals_by_reader"]["model"]["B"]
-    assert a["refusal_rate_harmful"] == 1.0 and a["n_harmful"] == 3 and a["mean_p_refuse_harmful"] == 0.9
+    # "cyber" is a category cai does not know and the row has no `harmful` field: neither harmful nor benign
+    assert a["refusal_rate_harmful"] == 1.0 and a["n_harmful"] == 2 and a["mean_p_refuse_harmful"] == 0.9
+    assert m["unplaced"] == 1 and m["unplaced_categories"] == ["cyber"]
     assert a["over_refusal_rate_benign"] == 0.0 and a["n_benign"] == 3
     assert b["refusal_rate_harmful"] == 0.0 and b["over_refusal_rate_benign"] == 0.0
     assert m["settings"]["judge_model"] == "model-b"
@@ -226,7 +228,7 @@ def test_cli_end_to_end_with_scripted_models(tmp_path, fake_engines):
     rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and rows[0]["answer_a"].endswith("GOOD") and rows[0]["p_a"] == pytest.approx(0.85)
     assert rows[0]["p_refuse_a"] == pytest.approx(0.9) and rows[0]["p_refuse_b"] == pytest.approx(0.2)
-    assert [r["harmful"] for r in rows] == [True, True, False, False, False, True]
+    assert [r["harmful"] for r in rows] == [True, True, False, False, False, None]
     assert rows[4]["identical"] and rows[4]["outcome"] == "tie" and rows[4]["consistent"] is None
     assert "| weapons | 2 | 1.000 |" in (out / "report.md").read_text()
     assert (out / "win_rates.png").read_bytes()[:8] == PNG_MAGIC

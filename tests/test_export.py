@@ -22,7 +22,7 @@ def run_dir(tmp_path):
     p.write_text("".join(json.dumps({"prompt": f"Question number {i}?", "category": "helpful"}) + "\n" for i in range(8)))
     run = tmp_path / "run"
     run_generate(GenerateConfig(prompts=str(p), rounds=2, run_dir=str(run), model="m"), backend=ScriptedBackend(), progress=False)
-    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision", threshold=0.05, progress=False)
+    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision", progress=False)
     return run
 
 

@@ -217,7 +217,7 @@ def test_a_pair_too_long_for_the_judge_is_a_tie_with_a_reason(tmp_path):
     pairs.write_text(json.dumps({"id": "long", "prompt": "q", "response_a": "GOOD " * 3000, "response_b": "no"}) + "\n"
                      + json.dumps({"id": "short", "prompt": "q", "response_a": "GOOD", "response_b": "no"}) + "\n")
     s = judge_pairs_file(pairs, tmp_path / "o.jsonl", Judge(Windowed(1000), load_constitution("default")),
-                         threshold=0.05, progress=False)
+                         progress=False)
     rows = {r["id"]: r for r in read_rows(tmp_path / "o.jsonl")}
     assert rows["long"]["winner"] == "tie" and "too long for the judge" in rows["long"]["reason"]
     assert rows["short"]["winner"] == "a" and "reason" not in rows["short"]

@@ -48,7 +48,7 @@ def check_swap_and_identical(backend, ensemble=1, tol=1e-9):
 def test_swap_and_identical_scripted():
     v = check_swap_and_identical(ScriptedBackend(prefer="Tell someone"), ensemble=3)
     assert [round(x.p_a, 3) for x in v] == [0.1, 0.9, 0.1, 0.9]
-    assert all(x.consistent for x in v)
+    assert all(x.same_winner(0.05) for x in v)
 
 
 def test_cot_is_clamped():
@@ -64,7 +64,7 @@ def test_judge_run_revision_strategy_and_resume(tmp_path):
     run = tmp_path / "run"
     run_generate(GenerateConfig(prompts=str(p), rounds=1, run_dir=str(run), model="m"), backend=ScriptedBackend(), progress=False)
     j = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"))
-    s = judge_run(run, j, "revision", threshold=0.05, progress=False)
+    s = judge_run(run, j, "revision", progress=False)
     prefs = list(read_rows(run / "preferences.jsonl"))
     assert s.judged == 5 and len(prefs) == 5 and s.flips == 0 and s.consistent == 5
     for r in prefs:
@@ -74,7 +74,7 @@ def test_judge_run_revision_strategy_and_resume(tmp_path):
     # an interrupted judge resumes: drop two rows and rerun
     lines = (run / "preferences.jsonl").read_text().splitlines(keepends=True)
     (run / "preferences.jsonl").write_text("".join(lines[:3]) + lines[3][:20])
-    s2 = judge_run(run, j, "revision", threshold=0.05, progress=False)
+    s2 = judge_run(run, j, "revision", progress=False)
     again = list(read_rows(run / "preferences.jsonl"))
     assert s2.skipped == 3 and s2.judged == 2 and len(again) == 5 == len({r["id"] for r in again})
 
@@ -85,7 +85,7 @@ def test_judge_flips_when_judge_prefers_initial(tmp_path):
     run = tmp_path / "run"
     run_generate(GenerateConfig(prompts=str(p), rounds=1, run_dir=str(run), model="m"), backend=ScriptedBackend(), progress=False)
     s = judge_run(run, Judge(ScriptedBackend(prefer="answer 0"), load_constitution("default")), "revision",
-                  threshold=0.05, progress=False)
+                  progress=False)
     pref = next(read_rows(run / "preferences.jsonl"))
     assert s.flips == 1 and pref["chosen"].startswith("answer 0") and pref["meta"]["flipped"]
 
@@ -98,7 +98,7 @@ def test_samples_strategy_and_ties(tmp_path):
                  backend=ScriptedBackend(), progress=False)
     # the scripted judge prefers the sample numbered 2 over the others, 0/1 are a tie
     s = judge_run(run, Judge(ScriptedBackend(prefer="answer 2"), load_constitution("default")), "samples",
-                  threshold=0.05, progress=False)
+                  progress=False)
     prefs = list(read_rows(run / "preferences.jsonl"))
     assert s.judged == 3 and len(prefs) == 3
     assert all(r["chosen"].startswith("answer 2") and r["strategy"] == "samples" for r in prefs)
@@ -151,7 +151,7 @@ def test_position_consistency_leaves_identical_pairs_out(tmp_path):
     from cai.pairs import judge_pairs_file
 
     j = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"))
-    s = judge_pairs_file(pairs, tmp_path / "o.jsonl", j, threshold=0.05, progress=False)
+    s = judge_pairs_file(pairs, tmp_path / "o.jsonl", j, progress=False)
     # pair 0 is identical (a tie without asking the judge); the scripted judge is consistent on the others
     assert (s.judged, s.identical, s.consistent) == (3, 1, 2)
     assert s.position_consistency == 1.0  # of the 2 pairs the judge was asked about, not 2/3
@@ -161,19 +161,19 @@ def test_position_consistency_leaves_identical_pairs_out(tmp_path):
 def test_rejudging_with_other_settings_needs_force_new(tmp_path):
     run = _run(tmp_path)
     default = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"))
-    judge_run(run, default, "revision", threshold=0.05, progress=False)
+    judge_run(run, default, "revision", progress=False)
     (run / "ties.jsonl").write_text(json.dumps({"id": "t1", "tie": True}) + "\n")  # a tie from that judging
     recorded = RunFolder(run).info()["judge"]
     assert (recorded["ensemble"], recorded["strategy"], recorded["threshold"]) == (1, "revision", 0.05)
 
     ens2 = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"), JudgeConfig(ensemble=2))
     with pytest.raises(UsageError, match="ensemble: 1 -> 2.*--force-new"):
-        judge_run(run, ens2, "revision", threshold=0.05, progress=False)
+        judge_run(run, ens2, "revision", progress=False)
     assert len(list(read_rows(run / "preferences.jsonl"))) == 5  # nothing appended
     # the same settings resume as before
-    assert judge_run(run, default, "revision", threshold=0.05, progress=False).skipped == 5
+    assert judge_run(run, default, "revision", progress=False).skipped == 5
     # --force-new starts over: one set of pairs, the old ties gone, the new settings recorded
-    s = judge_run(run, ens2, "revision", threshold=0.05, progress=False, force_new=True)
+    s = judge_run(run, ens2, "revision", progress=False, force_new=True)
     prefs = list(read_rows(run / "preferences.jsonl"))
     assert s.judged == 5 and len(prefs) == 5 and all(len(r["judgements"]) == 2 for r in prefs)
     assert not list(read_rows(run / "ties.jsonl"))
@@ -211,7 +211,7 @@ def test_judge_cli_force_new_and_config_templates(tmp_path, monkeypatch):
 def test_revision_strategy_without_rounds_is_a_clear_usage_error(tmp_path, monkeypatch):
     run = _run(tmp_path, n=3, rounds=0)
     with pytest.raises(UsageError, match="none of the 3 generations has a revision round"):
-        judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision", threshold=0.05,
+        judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision",
                   progress=False)
     import cai.backends as backends
 
@@ -232,7 +232,7 @@ def test_force_new_generation_clears_ties_too(tmp_path):
 
 def test_resumed_generation_keeps_the_judge_settings(tmp_path):
     run = _run(tmp_path, n=2)
-    judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision", threshold=0.05, progress=False)
+    judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision", progress=False)
     info = RunFolder(run).info()
     RunFolder(run).start({k: v for k, v in info.items() if k != "judge"}, identity=("model",), force_new=False)
     assert RunFolder(run).info()["judge"] == info["judge"]
@@ -276,7 +276,7 @@ def test_real_pairs_file_cli(tmp_path, vllm_backend):
 
 def test_rejudging_through_an_edited_template_needs_force_new(tmp_path):
     run = _run(tmp_path)
-    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision", threshold=0.05,
+    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision",
               progress=False)
     first_ids = {r["id"] for r in read_rows(run / "preferences.jsonl")}
     tdir = tmp_path / "tpl"
@@ -284,9 +284,9 @@ def test_rejudging_through_an_edited_template_needs_force_new(tmp_path):
     (tdir / "judge.j2").write_text("{{ question }}\n\n(A) {{ response_a }}\n\n(B) {{ response_b }}\n\nPick (A) or (B).\n")
     edited = Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default"), templates=Templates(tdir))
     with pytest.raises(UsageError, match="templates: .*--force-new"):
-        judge_run(run, edited, "revision", threshold=0.05, progress=False)
+        judge_run(run, edited, "revision", progress=False)
     assert len(list(read_rows(run / "preferences.jsonl"))) == 5
-    s = judge_run(run, edited, "revision", threshold=0.05, progress=False, force_new=True)
+    s = judge_run(run, edited, "revision", progress=False, force_new=True)
     assert s.judged == 5
     # the pair ids depend on the template, so no id of the first judging is reused
     assert not first_ids & {r["id"] for r in read_rows(run / "preferences.jsonl")}

@@ -146,7 +146,7 @@ def test_a_new_mode_is_one_class_and_one_registry_line(monkeypatch):
     j = Judge(ScriptedBackend(), load_constitution("default"), JudgeConfig(mode="first-always"))
     (v,) = j.compare([PairInput(key="k", prompt=PROMPT, a="one", b="two")])
     # The position preference the two orders exist for: all of it cancels out.
-    assert (v.p_first, v.p_second, v.p_a) == (1.0, 0.0, 0.5) and not v.consistent
+    assert (v.p_first, v.p_second, v.p_a) == (1.0, 0.0, 0.5) and v.same_winner(0.05) is False
     assert j.describe()["mode"] == "first-always"
     assert JudgeSettings(mode="first-always").mode == "first-always"
 
@@ -264,10 +264,10 @@ def test_judge_settings_make_the_judge_they_describe(monkeypatch):
     started = []
     monkeypatch.setattr(backends, "load_backend", lambda name, model, **o: started.append((name, model)) or
                         ScriptedBackend())
-    s = JudgeSettings(model="judge-m", backend="hf", ensemble=3, cot=True, threshold=0.1, cot_max_tokens=20, seed=4)
+    s = JudgeSettings(model="judge-m", backend="hf", ensemble=3, cot=True, threshold=0.08, cot_max_tokens=20, seed=4)
     j = build_judge(s, load_constitution("default"))
     assert started == [("hf", "judge-m")]
-    assert (j.cfg.ensemble, j.cfg.threshold, j.mode) == (3, 0.1, CotClamped(max_tokens=20, seed=4))
+    assert (j.cfg.ensemble, j.cfg.threshold, j.mode) == (3, 0.08, CotClamped(max_tokens=20, seed=4))
     assert type(j.cfg) is JudgeConfig  # the judge keeps the part of the settings that changes verdicts
     given = ScriptedBackend()
     assert build_judge(s, load_constitution("default"), backend=given).backend is given and len(started) == 1
@@ -276,11 +276,11 @@ def test_judge_settings_make_the_judge_they_describe(monkeypatch):
 def test_eval_asks_the_judge_its_settings_describe():
     from cai.evaluate import EvalConfig
 
-    cfg = EvalConfig(model="a", baseline="b", backend="hf", ensemble=2, judge_mode="cot-clamped", threshold=0.1,
+    cfg = EvalConfig(model="a", baseline="b", backend="hf", ensemble=2, judge_mode="cot-clamped", threshold=0.08,
                      seed=3, calibration="none", min_agreement=0.7)
     s = cfg.judge_settings()
     assert (s.model, s.backend, s.ensemble, s.mode, s.cot, s.threshold, s.seed) == ("b", "hf", 2, "cot-clamped", True,
-                                                                                     0.1, 3)
+                                                                                     0.08, 3)
     assert (s.constitution, s.calibration, s.min_agreement) == ("default", "none", 0.7)
     assert EvalConfig(model="a", judge_model="j").judge_settings().model == "j"
 

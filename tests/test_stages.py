@@ -147,7 +147,7 @@ def _scripted_run(tmp_path, judged: bool) -> Path:
         from cai.judge import Judge
         from cai.pairs import judge_run
 
-        judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision", threshold=0.05,
+        judge_run(run, Judge(ScriptedBackend(), load_constitution("default")), "revision",
                   progress=False)
     return run
 

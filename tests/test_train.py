@@ -194,7 +194,7 @@ def _scripted_run(tmp_path, constitution="default"):
     run = tmp_path / "run"
     run_generate(GenerateConfig(prompts=str(p), rounds=1, run_dir=str(run), model="m", constitution=constitution),
                  backend=ScriptedBackend(), progress=False)
-    judge_run(run, Judge(ScriptedBackend(), load_constitution(constitution)), "revision", threshold=0.05,
+    judge_run(run, Judge(ScriptedBackend(), load_constitution(constitution)), "revision",
               progress=False)
     return run
 

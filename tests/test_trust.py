@@ -118,7 +118,7 @@ def test_dpo_export_drops_pairs_with_a_flagged_chosen_answer(flagged_run, tmp_pa
     # The judge prefers the answer with "fact number 1" in it: the LOOP prompt's pair is flipped to
     # its (unflagged) initial answer; every other pair has the final revision chosen.
     judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision",
-              threshold=0.05, progress=False)
+              progress=False)
     prefs = list(read_rows(run / "preferences.jsonl"))
     gens = list(read_rows(run / "generations.jsonl"))
     flagged = ({(g["id"], g["final"]) for g in gens if excluding(g["flags"])}
@@ -146,7 +146,7 @@ def test_filter_judged_keeps_the_revisions_the_judge_preferred(tmp_path):
                 out += super().choice_logprobs([conv], assistant_prefix, options)
             return out
 
-    judge_run(run, Judge(Choosy(), load_constitution("default")), "revision", threshold=0.05, progress=False)
+    judge_run(run, Judge(Choosy(), load_constitution("default")), "revision", progress=False)
     res = CliRunner().invoke(main, ["export", str(run), "--format", "sft", "--filter", "judged",
                                     "--out", str(tmp_path / "f.jsonl")])
     assert res.exit_code == 0, res.output
@@ -177,7 +177,7 @@ def test_calibration_figures_by_hand(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"id": "x", "prompt": "hi", "response_a": "GOOD", "response_b": "no"}) + "\n")
     out = tmp_path / "o.jsonl"
-    s = judge_pairs_file(pairs, out, Judge(ScriptedBackend(), load_constitution("default")), threshold=0.05,
+    s = judge_pairs_file(pairs, out, Judge(ScriptedBackend(), load_constitution("default")),
                          progress=False, calibration=str(cal))
     # agreement (1 + 0 + 0.5 + 0.5) / 4; consistency: the 3 non-identical pairs all name the same winner in
     # both orders (c3 is 0.5 in both, no winner either way); longer wins: c1 (longer won), c2 (longer won)
@@ -188,7 +188,7 @@ def test_calibration_figures_by_hand(tmp_path):
     assert saved["judge_calibration"]["agreement"] == 0.5 and saved["judge_stats"]["decided"] == 1
     # the same figure as judging the calibration file with --pairs and scoring its winners
     judge_pairs_file(cal, tmp_path / "c.jsonl", Judge(ScriptedBackend(), load_constitution("default")),
-                     threshold=0.05, progress=False)
+                     progress=False)
     winners = {r["id"]: r["winner"] for r in read_rows(tmp_path / "c.jsonl")}
     by_hand = sum(0.5 if winners[r["id"]] == "tie" else float(winners[r["id"]] == r["label"]) for r in CAL_ROWS) / 4
     assert by_hand == c["agreement"]
@@ -242,7 +242,7 @@ def test_run_calibration_is_recorded_reused_and_in_the_cards(tmp_path):
                  progress=False)
     cal = labelled(tmp_path / "cal.jsonl", CAL_ROWS)
     be = CountingJudge()
-    s = judge_run(run, Judge(be, load_constitution("default")), "revision", threshold=0.05, progress=False,
+    s = judge_run(run, Judge(be, load_constitution("default")), "revision", progress=False,
                   calibration=str(cal))
     info = yaml.safe_load((run / "run.yaml").read_text())
     assert info["judge_calibration"]["agreement"] == 0.5 and info["judge_calibration"]["n"] == 4
@@ -251,7 +251,7 @@ def test_run_calibration_is_recorded_reused_and_in_the_cards(tmp_path):
     assert info["judge_stats"] == {"decided": 3, "longer_wins": 0.0, "first_wins": 0.5}
     assert any("calibration" in line and "0.500" in line for line in s.lines())
     asked = be.asked
-    s2 = judge_run(run, Judge(be, load_constitution("default")), "revision", threshold=0.05, progress=False,
+    s2 = judge_run(run, Judge(be, load_constitution("default")), "revision", progress=False,
                    calibration=str(cal))
     assert be.asked == asked and s2.calibration["reused"]  # nothing judged again, calibration included
     export(run, "dpo", "jsonl", tmp_path / "d" / "dpo.jsonl")
@@ -367,13 +367,13 @@ def test_a_pairs_output_keeps_one_judge(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"id": "x", "prompt": "hi", "response_a": "GOOD", "response_b": "no"}) + "\n")
     out = tmp_path / "o.jsonl"
-    judge_pairs_file(pairs, out, Judge(ScriptedBackend(), load_constitution("default")), threshold=0.05,
+    judge_pairs_file(pairs, out, Judge(ScriptedBackend(), load_constitution("default")),
                      progress=False)
     from cai.errors import UsageError
 
     with pytest.raises(UsageError, match="other settings .*ensemble"):
         judge_pairs_file(pairs, out, Judge(ScriptedBackend(), load_constitution("default"), JudgeConfig(ensemble=2)),
-                         threshold=0.05, progress=False)
+                         progress=False)
 
 
 def test_a_reviser_engine_without_a_reviser_model_serves_the_policy_model():

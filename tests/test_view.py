@@ -122,7 +122,7 @@ def test_a_scripted_pipeline_run_opens(tmp_path):
     run = tmp_path / "run"
     run_generate(GenerateConfig(prompts=str(p), rounds=2, run_dir=str(run), model="m"), backend=ScriptedBackend(),
                  progress=False)
-    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision", threshold=0.05,
+    judge_run(run, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision",
               progress=False)
     written = build_view(run)
     assert written[-1].path == run / "view.html" and written[-1].rows == 4
@@ -136,7 +136,7 @@ def test_a_scripted_pipeline_run_opens(tmp_path):
     run_generate(GenerateConfig(prompts=str(p), rounds=0, samples=3, run_dir=str(samples), model="m"),
                  backend=ScriptedBackend(), progress=False)
     judge_run(samples, Judge(ScriptedBackend(prefer="answer 2"), load_constitution("default")), "samples",
-              threshold=0.05, progress=False)
+              progress=False)
     data = load.load_run(samples)
     roles = sorted(r["verdict"]["role"] for r in data["rows"])
     assert roles == ["chosen"] * 4 + ["compared"] * 4 + ["rejected"] * 4

@@ -162,7 +162,7 @@ def test_judge_sizes_pairs_by_their_questions(tmp_path):
     run_generate(config(tmp_path, n=6, rounds=1), backend=ScriptedBackend(), progress=False)
     be = KVEngine(300, prefer="GOOD")
     judge = Judge(be, load_constitution("default"), JudgeConfig(ensemble=2))
-    s = judge_run(tmp_path / "run", judge, "revision", threshold=0.05, progress=False)
+    s = judge_run(tmp_path / "run", judge, "revision", progress=False)
     gens = list(read_rows(tmp_path / "run" / "generations.jsonl"))
     longest = max(len(q.question) for q in judge.constitution.comparisons)
     q = next(q for q in judge.constitution.comparisons if len(q.question) == longest)
@@ -176,7 +176,7 @@ def test_judge_sizes_pairs_by_their_questions(tmp_path):
     assert any(line.startswith(f"window               {s.window.size} pairs in flight") for line in s.lines())
     # another window resumes the same judging: nothing judged twice, nothing refused
     again = judge_run(tmp_path / "run", Judge(be, load_constitution("default"), JudgeConfig(ensemble=2)), "revision",
-                      threshold=0.05, progress=False, window=3)
+                      progress=False, window=3)
     assert again.skipped == 6 and again.judged == 0 and again.window.size == 3
 
 

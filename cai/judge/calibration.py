@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from cai.errors import UsageError
 from cai.judge.pairfile import read_labelled_pairs
 from cai.judge.pairwise import Judge, PairInput
+from cai.judge.figures import MIN_AGREEMENT, PositionTally, fmt, longer_wins, ratio
 from cai.judge.verdict import PairVerdict
 from cai.models import sha256_file
 from cai.resources import bundled_file
@@ -31,14 +32,24 @@ from cai.resources import bundled_file
 HARD_SET = "judge_calibration.jsonl"
 EASY_SET = "judge_pairs.jsonl"
 REFUSAL_SET = "refusal_calibration.jsonl"
-# RLAIF's AI labellers agreed with people 69-72% on helpfulness and harmlessness (Lee et al. 2023);
-# 0.6 sits between that and a coin flip: below it the labels are closer to chance than to a judge.
-MIN_AGREEMENT = 0.6
+
+
+class KindFigures(BaseModel):
+    n: int
+    agreement: float
 
 
 class CalibrationFigures(BaseModel):
     agreement: float | None = Field(description="Share of pairs whose winner matches the label; ties count half.")
-    position_consistency: float | None = Field(description="Share of non-identical pairs with the same winner in both orders.")
+    balanced_agreement: float | None = Field(
+        None, description="Mean of the kinds' agreements (each kind weighs the same): the floor's figure when the "
+                          "set has kinds, since length and other surface tells are balanced inside kinds, not "
+                          "across them.")
+    by_kind: dict[str, KindFigures] | None = Field(None, description="Agreement per `kind` of the set's rows.")
+    position_consistency: float | None = Field(
+        description="Share of pairs decided in both orders with the same winner in both.")
+    undecided_orders: float | None = Field(
+        None, description="Share of asked pairs undecided (a tie) in at least one order.")
     longer_wins: float | None = Field(description="Share of decided pairs won by the longer response.")
     ties: int = 0
     n: int
@@ -50,41 +61,55 @@ def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: floa
           sha256: str) -> CalibrationFigures:
     """The figures of judged rows against their labels (pure: tests compute them by hand)."""
     right = 0.0
-    ties = consistent = asked = longer = decided_unequal = 0
+    ties = 0
+    tally = PositionTally(threshold)
+    won: list[tuple[str, str]] = []
+    kinds: dict[str, list[float]] = {}
     for row, v in zip(rows, verdicts):
         w = v.winner(threshold)  # what `cai judge --pairs` writes as `winner`
         if w == "tie":
             ties += 1
-            right += 0.5
+            mark = 0.5
         else:
-            right += float(w == row["label"])
-            la, lb = len(row["response_a"].strip()), len(row["response_b"].strip())
-            if la != lb:
-                decided_unequal += 1
-                longer += (w == "a") == (la > lb)
-        if v.asked:  # a pair the judge was not shown says nothing of bias
-            asked += 1
-            consistent += v.consistent
+            mark = float(w == row["label"])
+            a, b = row["response_a"], row["response_b"]
+            won.append((a, b) if w == "a" else (b, a))
+        right += mark
+        if row.get("kind"):
+            kinds.setdefault(str(row["kind"]), []).append(mark)
+        tally.add(v.p_first, v.p_second, asked=v.asked)  # a pair the judge was not shown says nothing of bias
     n = len(rows)
+    by_kind = {k: KindFigures(n=len(m), agreement=round(sum(m) / len(m), 4)) for k, m in sorted(kinds.items())}
     return CalibrationFigures(
-        agreement=round(right / n, 4) if n else None,
-        position_consistency=round(consistent / asked, 4) if asked else None,
-        longer_wins=round(longer / decided_unequal, 4) if decided_unequal else None,
-        ties=ties, n=n, source=source, sha256=sha256)
+        agreement=ratio(right, n),
+        balanced_agreement=round(sum(f.agreement for f in by_kind.values()) / len(by_kind), 4) if by_kind else None,
+        by_kind=by_kind or None,
+        position_consistency=tally.position_consistency, undecided_orders=tally.undecided_orders,
+        longer_wins=longer_wins(won), ties=ties, n=n, source=source, sha256=sha256)
 
 
-def judge_file(judge: Judge, path: Path, threshold: float, window: int) -> CalibrationFigures:
+def floor_figure(cal: dict) -> tuple[float | None, str]:
+    """(figure, its name): what the floor is checked against. The mean over kinds when the set has
+    kinds: a judge that only prefers longer answers scores well on kinds where the better answer is
+    usually longer, and pooled figures hide that."""
+    if cal.get("balanced_agreement") is not None:
+        return cal["balanced_agreement"], "agreement averaged over the set's kinds"
+    return cal.get("agreement"), "agreement"
+
+
+def judge_file(judge: Judge, path: Path, window: int) -> CalibrationFigures:
     pairs = read_labelled_pairs(path)
     items = [PairInput(key=str(row["id"]), prompt=prompt, a=row["response_a"], b=row["response_b"])
              for row, prompt in pairs]
     verdicts = judge.compare(items, window=window)
-    return score([r for r, _ in pairs], verdicts, threshold, source=str(path), sha256=sha256_file(path))
+    return score([r for r, _ in pairs], verdicts, judge.threshold, source=str(path), sha256=sha256_file(path))
 
 
-def settings_key(judge: Judge, threshold: float, source: str | None) -> str:
-    """What a calibration depends on: reused only when all of it is the same."""
+def settings_key(judge: Judge, source: str | None) -> str:
+    """What a calibration depends on: reused only when all of it is the same (the judge's tie
+    threshold is in its description)."""
     path = resolve_source(source)
-    parts = {"judge": judge.describe(), "threshold": threshold, "constitution": judge.constitution.sha256(),
+    parts = {"judge": judge.describe(), "constitution": judge.constitution.sha256(),
              "source": str(path) if path else None, "sha256": sha256_file(path) if path else None,
              "weights": _weights_fingerprint(judge.describe().get("judge_model")),
              # What else changes verdicts: a served judge's servers, the context (which pairs are too
@@ -148,24 +173,24 @@ def resolve_source(source: str | None, bundled: str = HARD_SET, flag: str = "--c
 
 def with_floor(cal: dict, min_agreement: float) -> dict:
     """The calibration judged against this run's floor (a reused one may have had another)."""
-    agreement = cal.get("agreement")
-    return {**cal, "min_agreement": min_agreement, "below_floor": agreement is not None and agreement < min_agreement}
+    figure, _ = floor_figure(cal)
+    return {**cal, "min_agreement": min_agreement, "below_floor": figure is not None and figure < min_agreement}
 
 
-def calibrate(judge: Judge, source: str | None, *, threshold: float, window: int = 128,
-              min_agreement: float = MIN_AGREEMENT, key: str | None = None) -> dict:
+def calibrate(judge: Judge, source: str | None, *, window: int = 128, min_agreement: float = MIN_AGREEMENT,
+              key: str | None = None) -> dict:
     """The judge's calibration record (what run.yaml's `judge_calibration` holds). `key`: its
     settings_key, when the caller has it already."""
     path = resolve_source(source)
-    key = key or settings_key(judge, threshold, source)
+    key = key or settings_key(judge, source)
     if path is None:
         return {"skipped": True, "settings": key}
     hit = cached(key)
     if hit is not None:
         return with_floor({**hit, "reused": True}, min_agreement)
-    figures = judge_file(judge, path, threshold, window).model_dump()
+    figures = judge_file(judge, path, window).model_dump()
     if source in (None, "default"):
-        easy = judge_file(judge, bundled_file("data", EASY_SET), threshold, window).model_dump()
+        easy = judge_file(judge, bundled_file("data", EASY_SET), window).model_dump()
         figures["easy"] = easy
         figures["source"] = f"bundled:{HARD_SET}"
         easy["source"] = f"bundled:{EASY_SET}"
@@ -179,26 +204,28 @@ def calibration_lines(cal: dict | None) -> list[str]:
     if not cal:
         return []
     if cal.get("skipped"):
-        return ["calibration          none (--calibration none): the judge's agreement with people is unknown"]
-    out = [f"calibration          agreement {_f(cal['agreement'])} on {cal['n']} labelled pairs "
-           f"({cal['source']}; ties half), position consistency {_f(cal['position_consistency'])}, "
-           f"longer wins {_f(cal['longer_wins'])}"]
+        return ["calibration          none (--calibration none): the judge is not measured, so its labels' "
+                "agreement with people is unknown (signal: not measured)"]
+    out = [f"calibration          agreement {fmt(cal['agreement'])} on {cal['n']} labelled pairs "
+           f"({cal['source']}; ties half), position consistency {fmt(cal['position_consistency'])} "
+           f"(undecided in an order: {fmt(cal.get('undecided_orders'))}), longer wins {fmt(cal['longer_wins'])}"]
+    if cal.get("by_kind"):
+        kinds = ", ".join(f"{k} {fmt(f['agreement'])}" for k, f in cal["by_kind"].items())
+        out.append(f"                     by kind: {kinds}; mean over kinds {fmt(cal.get('balanced_agreement'))} "
+                   "(the floor's figure)")
     if cal.get("easy"):
         e = cal["easy"]
-        out.append(f"                     easy tier: agreement {_f(e['agreement'])} on {e['n']} clear-cut pairs")
+        out.append(f"                     easy tier: agreement {fmt(e['agreement'])} on {e['n']} clear-cut pairs")
     if cal.get("reused"):
         out.append("                     (measured earlier with the same settings, reused)")
     return out
 
 
 def floor_paragraph(cal: dict) -> str:
+    figure, name = floor_figure(cal)
     return (
-        f"The judge agreed with the known answers on {_f(cal['agreement'])} of {cal['n']} labelled pairs, below the "
-        f"floor of {_f(cal['min_agreement'])} (0.5 is a coin flip). Labels from this judge are close to chance: "
+        f"The judge's {name} with the known answers was {fmt(figure)} on {cal['n']} labelled pairs, below the "
+        f"floor of {fmt(cal['min_agreement'])} (0.5 is a coin flip). Labels from this judge are close to chance: "
         "preference pairs, win rates and training on them carry little or no signal. Bring a stronger judge: "
         "--judge-model DIR (a bigger local model), or a served one with --backend openai --base-url "
         "http://HOST:PORT --judge-model NAME. --min-agreement sets the floor; --strict stops here instead.")
-
-
-def _f(x) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from cai.backends.base import Backend, Conversation
 from cai.batching import Batcher
+from cai.judge.figures import THRESHOLD
 from cai.judge.modes import Mode
 from cai.prompts import Templates
 from cai.runloop import map_batched
@@ -69,7 +70,7 @@ class ComplianceJudge:
 
 
 def compliance_figures(asks: Sequence[ComplianceAsk], sides: Sequence[str], verdicts: Sequence[ComplianceVerdict],
-                       *, margin: float = 0.05) -> dict[str, dict]:
+                       *, margin: float = THRESHOLD) -> dict[str, dict]:
     """Per principle id: for each side the share of its answers judged to follow it (P > 0.5), the
     mean probability and how many calls were undecided (|P - 0.5| < margin); `n` answers per side."""
     out: dict[str, dict] = {}

@@ -72,6 +72,9 @@ class Mode:
 class PairwiseMode(Mode):
     """A comparison question about two responses, (A) and (B)."""
 
+    # The largest |P(A) - 0.5| the mode can give: a tie threshold at or above it makes every pair a tie.
+    max_margin: ClassVar[float] = 0.5
+
     def question(self, templates: Templates, prompt: Conversation, question: str, first: str,
                  second: str) -> Conversation:
         text = templates.render(self.template, conversation=prompt, question=question, response_a=first,
@@ -100,6 +103,7 @@ class CotClamped(PairwiseMode):
     id: ClassVar[str] = "cot-clamped"
     template: ClassVar[str] = "judge_cot.j2"
     prefix: ClassVar[str | None] = None  # the letter follows the rationale, known only once written
+    max_margin: ClassVar[float] = max(COT_CLAMP[1] - 0.5, 0.5 - COT_CLAMP[0])
     max_tokens: int = 96
     seed: int = 0
 

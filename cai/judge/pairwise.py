@@ -19,7 +19,8 @@ from cai.backends.base import Backend, Conversation
 from cai.batching import Batcher
 from cai.constitution import Constitution
 from cai.errors import UsageError
-from cai.judge.modes import COT_CLAMP, CotClamped, DEFAULT_MODE, PairwiseMode, check_mode, pairwise_mode
+from cai.judge.figures import THRESHOLD
+from cai.judge.modes import COT_CLAMP, DEFAULT_MODE, PAIRWISE_MODES, CotClamped, PairwiseMode, check_mode, pairwise_mode
 from cai.judge.verdict import PairVerdict, both_orders
 from cai.prompts import Templates
 from cai.records import Judgement
@@ -39,7 +40,7 @@ class JudgeConfig(BaseModel):
                                          f"[{COT_CLAMP[0]}, {COT_CLAMP[1]}] (the mode cot-clamped).")
     mode: str | None = Field(None, description="How the judge is asked (see cai/judge/modes.py); "
                                                "default: cot-clamped with cot, else logprobs.")
-    threshold: float = Field(0.0, ge=0.0, lt=0.5, description="|p - 0.5| below this is a tie.")
+    threshold: float = Field(THRESHOLD, ge=0.0, lt=0.5, description="|p - 0.5| below this is a tie.")
     cot_max_tokens: int = Field(96, ge=1)
     seed: int = 0
 
@@ -53,6 +54,12 @@ class JudgeConfig(BaseModel):
         if self.cot and self.mode != CotClamped.id:
             raise UsageError(f"--cot is the judge mode {CotClamped.id}, not {self.mode}: give one of them")
         self.cot = self.mode == CotClamped.id
+        margin = PAIRWISE_MODES[self.mode].max_margin
+        if self.threshold >= margin - 1e-9:
+            raise UsageError(
+                f"--threshold {self.threshold:g} with judge mode {self.mode}: that mode's probabilities lie within "
+                f"{margin:g} of 0.5, so no pair could get past the threshold and every pair would be a tie. "
+                f"Give a --threshold below {margin:g}, or another --mode")
         return self
 
 
@@ -73,6 +80,11 @@ class Judge:
         self.templates = templates or Templates()
         if not constitution.comparisons:
             raise UsageError(f"constitution {constitution.name!r} has no comparisons for the judge")
+
+    @property
+    def threshold(self) -> float:
+        """The judge's tie threshold: the one source of it for every figure and file."""
+        return self.cfg.threshold
 
     def describe(self) -> dict:
         return {"judge_model": getattr(self.backend, "model", "?"), "backend": getattr(self.backend, "name", "?"),

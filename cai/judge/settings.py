@@ -18,6 +18,7 @@ from cai.backends.base import Backend
 from cai.config import EngineConfig
 from cai.constitution import Constitution, load_constitution
 from cai.errors import UsageError
+from cai.judge.figures import MIN_AGREEMENT
 from cai.judge.pairwise import Judge, JudgeConfig
 from cai.models import DEFAULT_MODEL
 from cai.prompts import Templates
@@ -30,13 +31,12 @@ class JudgeSettings(JudgeConfig, EngineConfig):
     model: str = Field(DEFAULT_MODEL, description="The judge model (may differ from the policy).")
     constitution: str | None = Field(None, description="Default: the run's constitution (or the bundled one).")
     strategy: Literal["revision", "samples"] = "revision"
-    threshold: float = Field(0.05, ge=0.0, lt=0.5, description="|p - 0.5| below this is a tie.")
     chunk_size: ChunkSize = Field("auto", description="Pairs in flight at once; auto: sized from the judge "
                                   "engine's capacity (cai/window.py).")
     templates: str | None = None
     calibration: str | None = Field(None, description="Labelled pairs the judge is calibrated on first: a JSONL file "
                                     "(rows as in --pairs plus label a|b), none, or unset for the bundled hard set.")
-    min_agreement: float = Field(0.6, ge=0.0, le=1.0, description="Calibration agreement below which the judge's "
+    min_agreement: float = Field(MIN_AGREEMENT, ge=0.0, le=1.0, description="Calibration agreement below which the judge's "
                                  "labels are reported as close to chance.")
     strict: bool = Field(False, description="Exit 1 before judging when the calibration is below min_agreement.")
 

@@ -28,6 +28,14 @@ def is_tie(p_a: float, threshold: float, *, unasked: bool = False) -> bool:
     return unasked or p_a == 0.5 or abs(p_a - 0.5) < threshold
 
 
+def same_winner(p_first: float, p_second: float, threshold: float) -> bool | None:
+    """Whether both orders name the same winner; None when either order is a tie by the tie rule
+    (a judge with no opinion in an order shows no position preference there, nor consistency)."""
+    if is_tie(p_first, threshold) or is_tie(p_second, threshold):
+        return None
+    return (p_first > 0.5) == (p_second > 0.5)
+
+
 def outcome(p_a: float, identical: bool, threshold: float) -> Outcome:
     """"a", "b" or "tie" for P(a wins)."""
     if is_tie(p_a, threshold, unasked=identical):
@@ -64,10 +72,9 @@ class PairVerdict(BaseModel):
         """Whether the judge saw the pair at all (identical or too-long pairs are ties unasked)."""
         return not self.identical and self.reason is None
 
-    @property
-    def consistent(self) -> bool:
-        """Both orders name the same winner (0.5 exactly counts as no winner)."""
-        return (self.p_first > 0.5) == (self.p_second > 0.5) and (self.p_first != 0.5) == (self.p_second != 0.5)
+    def same_winner(self, threshold: float) -> bool | None:
+        """Both orders name the same winner (None: unasked, or a tie in an order)."""
+        return same_winner(self.p_first, self.p_second, threshold) if self.asked else None
 
     def is_tie(self, threshold: float) -> bool:
         return is_tie(self.p_a, threshold, unasked=not self.asked)
