@@ -31,7 +31,7 @@ def headline(metrics: dict) -> dict:
         "n": metrics.get("n"),
         "win_rate": metrics.get("win_rate"),
         "win_rate_ci": metrics.get("win_rate_ci"),
-        "signal": metrics.get("signal", True),
+        "signal": metrics.get("signal"),  # True, False (no signal) or None (not measured: judge uncalibrated)
         "signal_reasons": metrics.get("signal_reasons") or [],
         "harmlessness": metrics.get("harmlessness"),
         "harmlessness_baseline": metrics.get("harmlessness_baseline"),
@@ -40,7 +40,8 @@ def headline(metrics: dict) -> dict:
         "refusal_reader": metrics.get("refusal_reader"),
         "compliance": {pid: {"rate_a": c.get("rate_a"), "rate_b": c.get("rate_b"), "n": c.get("n")}
                        for pid, c in (metrics.get("compliance") or {}).items()},
-        "judge_reliability": {"agreement": cal.get("agreement"), "below_floor": cal.get("below_floor"),
+        "judge_reliability": {"agreement": cal.get("agreement"), "balanced_agreement": cal.get("balanced_agreement"),
+                              "below_floor": cal.get("below_floor"),
                               "position_consistency": rel.get("position_consistency"),
                               "refusal_undecided": rel.get("refusal_undecided")},
         "eval": metrics.get("out"),
@@ -91,10 +92,12 @@ def plot(rows: list[dict], path: Path, *, x_key: str | None = None, title: str =
             hi = [max(0.0, _num((r.get(ci_key) or [None, None])[1]) - y) for y, r in zip(ys, rows)]
             ax.errorbar(xs, ys, yerr=[[0 if math.isnan(v) else v for v in lo], [0 if math.isnan(v) else v for v in hi]],
                         color="#4c72b0", capsize=4, linestyle="-", marker="o")
-            noise = [(x, y) for x, y, r in zip(xs, ys, rows) if not r.get("signal", True) and not math.isnan(y)]
-            if noise:
-                ax.scatter(*zip(*noise), s=90, facecolors="white", edgecolors="#c44e52", zorder=3,
-                           label="no signal (noise)")
+            for which, label, edge in ((False, "no signal (noise)", "#c44e52"),
+                                       (None, "signal not measured", "#8c8c8c")):
+                points = [(x, y) for x, y, r in zip(xs, ys, rows) if r.get("signal") is which and not math.isnan(y)]
+                if points:
+                    ax.scatter(*zip(*points), s=90, facecolors="white", edgecolors=edge, zorder=3, label=label)
+            if any(r.get("signal") is not True for r in rows):
                 ax.legend(fontsize=7, loc="lower right")
             ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cai.commands.options import chunk_size_option, echo_lines, engine_options
+from cai.judge.figures import MIN_AGREEMENT, THRESHOLD
 from cai.judge.modes import PAIRWISE_MODES
 
 
@@ -26,13 +27,13 @@ from cai.judge.modes import PAIRWISE_MODES
               "(--judge-mode cot-clamped).")
 @click.option("--judge-mode", type=click.Choice(list(PAIRWISE_MODES)), default=None,
               help="How the judge is asked [default: logprobs, or cot-clamped with --cot].")
-@click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help="|p_a - 0.5| below this is a tie [default: 0.05].")
+@click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help=f"|p_a - 0.5| below this is a tie [default: {THRESHOLD}].")
 @click.option("--calibration", default=None, metavar="FILE|none",
               help="Labelled pairs the judge is calibrated on first [default: the bundled hard set].")
 @click.option("--refusal-calibration", default=None, metavar="FILE|none",
               help="Answers labelled {prompt, answer, refuses} the refusal call is calibrated on [default: bundled].")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
-              help="Calibration agreement below which a judge's calls are not used as a finding [default: 0.6].")
+              help=f"Calibration agreement below which a judge's calls are not used as a finding [default: {MIN_AGREEMENT}].")
 @click.option("--compliance", default=None, metavar="IDS|none",
               help="Principles whose compliance the judge rates, comma-separated ids [default: every principle]; "
                    "none skips it.")

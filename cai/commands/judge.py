@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cai.commands.options import chunk_size_option, echo_lines, engine_options
+from cai.judge.figures import MIN_AGREEMENT, THRESHOLD
 from cai.judge.modes import PAIRWISE_MODES
 
 
@@ -20,12 +21,12 @@ from cai.judge.modes import PAIRWISE_MODES
 @click.option("--cot", is_flag=True, default=None, help="Rationale first, then clamped probabilities (--mode cot-clamped).")
 @click.option("--mode", type=click.Choice(list(PAIRWISE_MODES)), default=None,
               help="How the judge is asked [default: logprobs, or cot-clamped with --cot].")
-@click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help="|p - 0.5| below this is a tie [default: 0.05].")
+@click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None, help=f"|p - 0.5| below this is a tie [default: {THRESHOLD}].")
 @click.option("--calibration", default=None, metavar="FILE|none",
               help="Labelled pairs ({id, prompt, response_a, response_b, label: a|b}) the judge is calibrated on "
                    "before judging, with its own settings [default: the bundled hard set, plus the easy tier].")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
-              help="Calibration agreement below which the judge is called close to chance [default: 0.6].")
+              help=f"Calibration agreement below which the judge is called close to chance [default: {MIN_AGREEMENT}].")
 @click.option("--strict", is_flag=True, default=None, help="Exit 1 before judging anything when the judge is below --min-agreement.")
 @chunk_size_option("Pairs in flight at once; auto sizes it from the judge's engine, as `cai generate` does "
                    "[default: auto].")

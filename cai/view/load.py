@@ -202,6 +202,8 @@ def history_cell(row: dict, column: str):
     value = row.get(column)
     if column == "win_rate" and row.get("signal") is False:
         return f"no signal (measured {compact(value)})"
+    if column == "win_rate" and "signal" in row and row["signal"] is None:
+        return f"{compact(value)} (signal not measured)"
     return compact(value)
 
 
