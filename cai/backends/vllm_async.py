@@ -20,8 +20,8 @@ from typing import Sequence
 
 from cai.backends.base import (Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs,
                                prefixes_for)
-from cai.backends.vllm import (TOP_LOGPROBS, activate, decoded_logprobs, engine_args, kv_tokens, to_completions,
-                               to_vllm_params)
+from cai.backends.vllm_engine import (TOP_LOGPROBS, activate, decoded_logprobs, engine_args, kv_tokens,
+                                      to_completions, to_vllm_params)
 
 
 def offline_batch_limits(args):

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from cai.train.data import DataInfo
-from cai.train.recipe import Recipe
+from cai.train.settings import Recipe
 
 def _num(x) -> str:
     return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

@@ -18,7 +18,7 @@ from pydantic import Field
 from cai.errors import UsageError
 from cai.models import is_adapter_only
 from cai.train.data import preference_rows
-from cai.train.recipe import Recipe, Settings
+from cai.train.settings import Recipe, Settings
 from cai.train.stage import Job, Stage
 from cai.train.weights import load_full, model_arg
 

@@ -15,7 +15,7 @@ import click
 from cai.errors import UsageError
 from cai.train.data import kto_rows
 from cai.train.dpo import DpoSettings, check_losses, losses_used, with_reference
-from cai.train.recipe import Recipe
+from cai.train.settings import Recipe
 from cai.train.stage import Job, Stage
 
 

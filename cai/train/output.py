@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from cai.errors import UsageError
-from cai.train.recipe import Recipe
+from cai.train.settings import Recipe
 from cai.train.weights import ADAPTER
 
 CHECKPOINTS = "checkpoints"

@@ -4,6 +4,9 @@ Three layers are merged, later ones winning: the bundled `<stage>-cpu.yaml` or `
 then `--config FILE`, then flags. A key that is neither a field of the stage's TRL config nor a
 `cai:` setting of some stage is an error; another stage's setting is accepted (one recipe may
 serve several stages) but left out of what this stage records.
+
+This is the loader; what it builds (`Recipe`) and the settings models (`Settings`) are in
+`settings.py`, below the registry and the stage modules.
 """
 
 from __future__ import annotations
@@ -11,49 +14,19 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cai.errors import UsageError
+from cai.train.settings import Recipe, Settings  # noqa: F401 - Settings: importable from here as before
 
 if TYPE_CHECKING:
     from cai.train.stage import Stage
 
 # TRL fields that `cai train` sets from its own flags; a recipe setting them would fight --out/--resume.
 RESERVED = {"output_dir": "--out", "resume_from_checkpoint": "--resume"}
-
-
-class Settings(BaseModel):
-    """The `cai:` settings every stage reads. A stage with settings of its own subclasses this."""
-
-    model_config = ConfigDict(extra="forbid")
-    lora: bool = Field(True, description="Train a LoRA adapter (false: full fine-tune).")
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    lora_targets: str | list[str] = Field("all-linear", description="Module names, or all-linear.")
-    full_learning_rate: float | None = Field(
-        None, gt=0, description="Used instead of the recipe's learning_rate for a full fine-tune, unless a "
-        "--config file or a flag sets learning_rate: a full fine-tune wants a step ~10x smaller than LoRA.")
-    merge: bool = Field(True, description="Save the LoRA merged into the base (false: the adapter alone).")
-    save_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
-    keep_flagged: bool = Field(False, description="From a run folder: keep rows whose answer the quality checks "
-                               "flagged (left out by default, as `cai export` does).")
-    # Process-wide memory settings (cai/train/memory.py says what each saved); None: the library's own.
-    malloc_mmap_threshold: int | None = Field(
-        # 32 MiB is where glibc's own sliding threshold stops: a larger value keeps more on the heap, not less
-        None, ge=4096, le=32 * 1024 * 1024, description="Bytes: glibc maps allocations this large on their own and "
-        "returns them to the OS when freed, instead of keeping freed tensors' memory resident.")
-    logprob_chunk: int | None = Field(
-        None, ge=256, description="Vocabulary columns per tile of TRL's chunked log-probabilities (TRL: 32768); "
-        "narrower tiles need less memory where the tiles run as torch operations (CPUs).")
-
-    def recorded(self) -> dict:
-        """The settings this stage's recipe.yaml and card record (a stage may drop ones it ignores)."""
-        return self.model_dump()
 
 
 def setting_owners() -> dict[str, list[Stage]]:
@@ -103,30 +76,6 @@ def split_layer(data: dict, where: str, cai_keys: set[str] | frozenset[str]) -> 
             continue
         (cai_part if k in cai_keys else trl_part)[k] = v
     return trl_part, cai_part
-
-
-@dataclass
-class Recipe:
-    stage: str
-    trl: dict
-    cai: Any  # the stage's Settings
-    sources: list[str] = field(default_factory=list)
-
-    @property
-    def config_cls(self):
-        from cai.train.registry import get_stage
-
-        return get_stage(self.stage).config_class(self.cai)
-
-    def as_dict(self) -> dict:
-        return {**self.trl, "cai": self.cai.recorded()}
-
-    def trl_args(self, output_dir: str | Path, **extra):
-        cls = self.config_cls
-        try:
-            return cls(**{**self.trl, **extra}, output_dir=str(output_dir))
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"recipe ({' < '.join(self.sources)}): {exc}") from None
 
 
 def resolve_auto(trl: dict) -> dict:
@@ -206,7 +155,8 @@ def load_recipe(stage: str, config: str | Path | None = None, overrides: dict | 
     cai = _validate(spec.settings, {**mine, **{k: v for k, v in cai_all.items() if k not in owners}}, where)
     if not cai.lora and cai.full_learning_rate and not lr_from_user:
         trl_all["learning_rate"] = cai.full_learning_rate
-    trl_all = check_keys(spec.config_class(cai), resolve_auto(trl_all), where, owners.keys())
-    recipe = Recipe(stage=stage, trl=trl_all, cai=cai, sources=sources)
+    config_cls = spec.config_class(cai)
+    trl_all = check_keys(config_cls, resolve_auto(trl_all), where, owners.keys())
+    recipe = Recipe(stage=stage, trl=trl_all, cai=cai, config_cls=config_cls, sources=sources)
     spec.check(recipe)
     return recipe

@@ -10,7 +10,7 @@ import click
 from pydantic import Field
 
 from cai.train.data import holdout_split, preference_rows
-from cai.train.recipe import Settings
+from cai.train.settings import Settings
 from cai.train.stage import Job, Stage
 from cai.train.weights import model_arg
 

@@ -18,7 +18,7 @@ from pydantic import Field
 from cai.backends.registry import NAMES
 from cai.errors import UsageError
 from cai.train.data import prompt_rows
-from cai.train.recipe import Settings
+from cai.train.settings import Settings
 from cai.train.stage import Job, Stage
 from cai.train.weights import load_full, load_tokenizer, model_arg
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from cai.train.data import sft_rows
-from cai.train.recipe import Settings
+from cai.train.settings import Settings
 from cai.train.stage import Job, Stage
 from cai.train.weights import model_arg
 

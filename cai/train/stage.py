@@ -14,7 +14,7 @@ from typing import Any
 
 from cai.export import Format
 from cai.train.data import DataInfo
-from cai.train.recipe import Recipe, Settings
+from cai.train.settings import Recipe, Settings
 from cai.train.weights import lora_config
 
 

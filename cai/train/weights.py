@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cai.errors import UsageError
 from cai.models import is_adapter_only
-from cai.train.recipe import Recipe, Settings
+from cai.train.settings import Recipe, Settings
 
 ADAPTER = "adapter"
 
