@@ -508,12 +508,6 @@ def generate_answers(backend: Backend, convs: Sequence, params: SamplingParams, 
     return out
 
 
-def refusal_probs(backend: Backend, templates, pairs: Sequence[tuple[str, str]], *, chunk: int,
-                  progress: bool) -> dict[tuple[str, str], float]:
-    """P(refuses) per distinct (prompt, answer), averaged over both option orders."""
-    return RefusalJudge(backend, templates).probs(pairs, window=chunk, progress=progress)
-
-
 def compliance_principles(spec: str | None, constitution) -> list:
     """The principles `--compliance` names (default: all; `none`: none), checked before any engine starts."""
     if spec is not None and spec.strip().lower() == "none":

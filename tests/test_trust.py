@@ -393,7 +393,7 @@ def test_a_reviser_engine_without_a_reviser_model_serves_the_policy_model():
 
 
 def test_a_refusal_question_too_long_for_the_judge_is_undecided():
-    from cai.evaluate import refusal_probs
+    from cai.judge import RefusalJudge
     from cai.prompts import Templates
 
     class Small(ScriptedBackend):
@@ -405,5 +405,5 @@ def test_a_refusal_question_too_long_for_the_judge_is_undecided():
         def choice_logprobs(self, conversations, assistant_prefix, options):
             return [{options[0]: math.log(0.9), options[1]: math.log(0.1)} for _ in conversations]
 
-    p = refusal_probs(Small(), Templates(), [("q", "short answer"), ("q", "long " * 400)], chunk=8, progress=False)
+    p = RefusalJudge(Small(), Templates()).probs([("q", "short answer"), ("q", "long " * 400)], window=8)
     assert p[("q", "long " * 400)] == 0.5 and p[("q", "short answer")] == pytest.approx(0.5)  # 0.9 and 1-0.9 averaged

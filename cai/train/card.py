@@ -7,12 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from cai.judge.figures import fmt
 from cai.train.data import DataInfo
 from cai.train.settings import Recipe
-
-def _num(x) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"
-
 
 def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: DataInfo, recipe: Recipe,
                metrics: dict, trainer_name: str, rows: list[tuple[str, str]] = ()) -> Path:
@@ -58,8 +55,8 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
     cal = data.judge_calibration
     if cal:
         below = " (**below the floor**: the labels are close to chance)" if cal.get("below_floor") else ""
-        figures = [f"agreement {_num(cal.get('agreement'))}"] + [
-            f"{label} {_num(cal[key])}" for key, label in (("position_consistency", "position consistency"),
+        figures = [f"agreement {fmt(cal.get('agreement'))}"] + [
+            f"{label} {fmt(cal[key])}" for key, label in (("position_consistency", "position consistency"),
                                                            ("longer_wins", "longer wins")) if key in cal]
         n = f", n={cal['n']}" if "n" in cal else ""
         lines.append(f"| judge calibration | {', '.join(figures)}{n} on {cal.get('source', '?')}{below} |")
