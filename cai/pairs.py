@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import json
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +23,7 @@ from pydantic import Field
 
 from cai.batching import Batcher
 from cai.judge.calibration import calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
-from cai.judge.figures import MIN_AGREEMENT, PositionTally, first_wins, longer_wins
+from cai.judge.figures import MIN_AGREEMENT, BiasTally, PositionTally
 from cai.judge.pairfile import read_labelled_pairs, read_pairs
 from cai.errors import Failure, UsageError
 from cai.judge import Judge, JudgeSettings, PairInput, PairVerdict
@@ -108,11 +107,12 @@ def _pct(x) -> str:
 
 def bias_stats(rows) -> dict:
     """judge_stats: over decided pairs, the share won by the longer answer and the share of single-order
-    verdicts won by the answer shown first (cai/judge/figures.py). Rows: (winner's text, loser's text,
-    p_first, p_second), p_first/p_second about the winner (P(it wins) shown first / second)."""
-    rows = list(rows)
-    return {"decided": len(rows), "longer_wins": longer_wins((w, l) for w, l, _, _ in rows),
-            "first_wins": first_wins((pf, ps) for _, _, pf, ps in rows)}
+    verdicts won by the answer shown first (cai/judge/figures.py). Rows, streamed: (winner's text,
+    loser's text, p_first, p_second), p_first/p_second about the winner (P(it wins) shown first / second)."""
+    tally = BiasTally()
+    for win, lose, p_first, p_second in rows:
+        tally.add(win, lose, p_first, p_second)
+    return {"decided": tally.decided, "longer_wins": tally.longer_wins, "first_wins": tally.first_wins}
 
 
 def ensure_calibration(judge: Judge, source: str | None, *, window: int, min_agreement: float,
@@ -137,34 +137,61 @@ def _check_floor(cal: dict | None, strict: bool) -> None:
         raise Failure(floor_paragraph(cal) + " (--strict: nothing was judged)")
 
 
-def _group_samples(rows: Iterator[GenerationRecord]) -> dict[str, list[GenerationRecord]]:
-    groups: dict[str, list[GenerationRecord]] = defaultdict(list)
-    for r in rows:
-        groups[json.dumps(r.prompt, sort_keys=True)].append(r)
-    return groups
+class RunUnits:
+    """The pairs to judge in a run folder, read from generations.jsonl in one streamed pass each time
+    they are iterated, so judging a run of any size holds a window of rows, not the run.
 
+    A unit is (source generations, PairInput or None). `revision`: one per generation with a revision
+    round. `samples`: one per prompt, its samples in sample order; a prompt's group is complete at the
+    run's `samples` count (its rows may be far apart when a resumed run finished a half-done prompt),
+    and groups still open at the end of the file (a sample that failed) are paired with what they have.
+    """
 
-def pair_units(gens: list[GenerationRecord], strategy: str, run_dir: Path) -> tuple[list[tuple], int]:
-    """(units to judge, generations left unpaired). A unit is (source generations, PairInput or None)."""
-    if strategy == "revision":
-        units = [([g], PairInput(key=g.id, prompt=g.prompt, a=g.final, b=g.initial)) for g in gens if g.rounds]
-        if gens and not units:
+    def __init__(self, run: RunFolder, strategy: str):
+        if strategy not in ("revision", "samples"):
+            raise UsageError(f"unknown strategy {strategy!r}: revision or samples")
+        self.run, self.strategy = run, strategy
+        samples = run.info().get("samples")
+        self.samples = samples if isinstance(samples, int) and samples >= 2 else None
+
+    def __iter__(self) -> Iterator[tuple[list[GenerationRecord], PairInput | None]]:
+        rows = (GenerationRecord.model_validate(r) for r in read_rows(self.run.generations))
+        if self.strategy == "revision":
+            for g in rows:
+                if g.rounds:
+                    yield [g], PairInput(key=g.id, prompt=g.prompt, a=g.final, b=g.initial)
+            return
+        open_groups: dict[str, list[GenerationRecord]] = {}
+        for g in rows:
+            key = json.dumps(g.prompt, sort_keys=True)
+            group = open_groups.setdefault(key, [])
+            group.append(g)
+            if self.samples is not None and len(group) >= self.samples:
+                del open_groups[key]
+                yield sorted(group, key=lambda r: r.sample), None
+        for group in open_groups.values():
+            if len(group) >= 2:
+                yield sorted(group, key=lambda r: r.sample), None
+
+    def check(self, run_dir: Path) -> tuple[int, int]:
+        """(units, generations left unpaired), counted in one pass; exit 2 when there is nothing to pair."""
+        units = generations = 0
+        for src, _ in self:
+            units += 1
+            generations += len(src)
+        total = sum(1 for _ in read_rows(self.run.generations))
+        if self.strategy == "revision" and total and not units:
             raise UsageError(
                 f"{run_dir}: --strategy revision pairs each final revision with its initial answer, but none of "
-                f"the {len(gens)} generations has a revision round (made with `cai generate --rounds 0`?): "
+                f"the {total} generations has a revision round (made with `cai generate --rounds 0`?): "
                 "nothing to judge. Generate with --rounds 1 or more, or use --strategy samples on a run made "
                 "with --samples N (N >= 2)")
-        return units, len(gens) - len(units)
-    if strategy == "samples":
-        units = [(sorted(group, key=lambda g: g.sample), None)
-                 for group in _group_samples(iter(gens)).values() if len(group) >= 2]
-        if not units:
+        if self.strategy == "samples" and not units:
             raise UsageError(f"{run_dir}: --strategy samples needs `cai generate --samples N` with N >= 2")
-        return units, 0
-    raise UsageError(f"unknown strategy {strategy!r}: revision or samples")
+        return units, (total - generations if self.strategy == "revision" else 0)
 
 
-def sizing_items(units: list[tuple]) -> Iterator[tuple[PairInput, int]]:
+def sizing_items(units) -> Iterator[tuple[PairInput, int]]:
     """The pairs of `units` as `Judge.window` sizes them: a revision pair as it is; a prompt's samples
     as its two longest answers, asked about every pair of the group."""
     for src, item in units:
@@ -186,15 +213,15 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str =
     run = RunFolder(run_dir)
     if not run.generations.exists():
         raise UsageError(f"{run_dir}: no {run.generations.name}; run `cai generate --run-dir {run_dir}` first")
-    gens = [GenerationRecord.model_validate(r) for r in read_rows(run.generations)]
     threshold = judge.threshold
     judge_ident = record_id(judge.describe(), judge.constitution.sha256(), strategy)
     summary = JudgeSummary()
     if strategy == "samples":
         summary.flips_note = "samples: best against worst, nothing to flip"
-    units, summary.unpaired = pair_units(gens, strategy, run_dir)
+    units = RunUnits(run, strategy)
+    n_units, summary.unpaired = units.check(run_dir)
     if summary.unpaired:
-        log(f"judge: {summary.unpaired} of {len(gens)} generations have no revision round and are not paired")
+        log(f"judge: {summary.unpaired} generations have no revision round and are not paired")
     meta = {**judge.describe(), "code_version": code_version(), "constitution_sha256": judge.constitution.sha256()}
     lock = run.lock()
     try:
@@ -211,23 +238,27 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str =
         run.update_info(judge_calibration={k: v for k, v in summary.calibration.items() if k != "reused"})
         _check_floor(summary.calibration, strict)
         with AppendWriter(run.preferences) as prefs, AppendWriter(run.ties) as ties:
-            todo = []
-            for src, item in units:
-                pid = record_id("pref", [g.id for g in src], judge_ident)
-                if pid in prefs or pid in ties:
-                    summary.skipped += 1
-                else:
-                    todo.append((pid, src, item))
+            def pair_id(src: list[GenerationRecord]) -> str:
+                return record_id("pref", [g.id for g in src], judge_ident)
+
+            def pending():
+                for src, item in units:
+                    pid = pair_id(src)
+                    if pid not in prefs and pid not in ties:
+                        yield pid, src, item
+
+            summary.skipped = sum(1 for src, _ in units if pair_id(src) in prefs or pair_id(src) in ties)
+            total = n_units - summary.skipped
 
             def flush():
                 prefs.flush()
                 ties.flush()
 
-            loop = BatchRun(Batcher(judge.backend), total=len(todo), unit="pair", progress=progress, flush=flush)
+            loop = BatchRun(Batcher(judge.backend), total=total, unit="pair", progress=progress, flush=flush)
             pair = _revision_pair if strategy == "revision" else _samples_pair
 
             def jobs():
-                for pid, src, item in todo:
+                for pid, src, item in pending():
                     yield lambda pid=pid, src=src, item=item: pair(judge, loop.batcher, pid, src, item)
 
             def done(r: JudgedPair) -> None:

@@ -64,25 +64,43 @@ class PositionTally:
         return ratio(self.asked - self.decided, self.asked)
 
 
-def longer_wins(decided_pairs: Iterable[tuple[str, str]]) -> float | None:
-    """Share of decided pairs won by the longer answer, from (winner's text, loser's text); pairs of
-    equal length (after stripping) are left out. 0.5 is no length preference."""
-    longer = unequal = 0
-    for win, lose in decided_pairs:
+@dataclass
+class BiasTally:
+    """The judge's length and position preference over decided pairs, counted one pair at a time (a
+    run's preferences are streamed, never held)."""
+
+    decided: int = 0
+    unequal: int = 0
+    longer: int = 0
+    first: float = 0.0
+
+    def add(self, win: str, lose: str, p_first: float | None = None, p_second: float | None = None) -> None:
+        """One decided pair: the winner's and the loser's text, and P(the winner wins) when shown first
+        and second (leave them out where only the length counts)."""
+        self.decided += 1
         lw, ll = len(win.strip()), len(lose.strip())
         if lw != ll:
-            unequal += 1
-            longer += lw > ll
-    return ratio(longer, unequal)
+            self.unequal += 1
+            self.longer += lw > ll
+        if p_first is not None and p_second is not None:
+            # Order 1 shows the winner first: it wins when p_first > 0.5. Order 2 shows the other
+            # answer first, which wins when p_second < 0.5.
+            self.first += ((p_first > 0.5) + (p_second < 0.5)) / 2
+
+    @property
+    def longer_wins(self) -> float | None:
+        """Share of decided pairs won by the longer answer, equal lengths left out; 0.5 is no preference."""
+        return ratio(self.longer, self.unequal)
+
+    @property
+    def first_wins(self) -> float | None:
+        """Share of single-order verdicts won by the answer shown first; 0.5 is no preference."""
+        return ratio(self.first, self.decided)
 
 
-def first_wins(verdicts: Iterable[tuple[float, float]]) -> float | None:
-    """Share of single-order verdicts won by the answer shown first, from (p_first, p_second) of decided
-    pairs: order 1 shows the first-named answer first (it wins when p_first > 0.5); order 2 shows the
-    other one first, which wins when p_second < 0.5."""
-    n = 0
-    first = 0.0
-    for p_first, p_second in verdicts:
-        n += 1
-        first += ((p_first > 0.5) + (p_second < 0.5)) / 2
-    return ratio(first, n)
+def longer_wins(decided_pairs: Iterable[tuple[str, str]]) -> float | None:
+    """BiasTally.longer_wins of (winner's text, loser's text) pairs."""
+    tally = BiasTally()
+    for win, lose in decided_pairs:
+        tally.add(win, lose)
+    return tally.longer_wins
