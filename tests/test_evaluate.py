@@ -287,7 +287,7 @@ def test_eval_default_model_against_itself(tmp_path, model_path):
     # set here), so the eval says there is no signal rather than presenting a win rate.
     rel = m["judge_reliability"]
     assert rel["calibration"]["n"] == 160 and rel["calibration"]["easy"]["n"] == 80
-    assert rel["refusal_calibration"]["n"] == 120 and rel["refusal_calibration"]["phrases"]["agreement"] > 0.6
+    assert rel["refusal_calibration"]["n"] == 190 and rel["refusal_calibration"]["phrases"]["agreement"] > 0.6
     assert m["refusal_reader"] == ("model" if rel["refusal_calibration"]["model"]["agreement"] >= 0.6 else "phrases")
     assert rel["calibration"]["agreement"] < 0.6 and m["signal"] is False
     assert "no signal" in res.output and (out / "report.md").read_text().splitlines()[2].startswith("**No signal.**")

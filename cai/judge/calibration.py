@@ -4,9 +4,11 @@ Before `cai judge` or `cai eval` trusts a judge, it judges a calibration set who
 known, in the same way `cai judge --pairs` judges any file (the row id draws the comparison
 questions; ties by the same threshold), so the figure is what the judge would score on that file.
 The bundled hard set (cai/data/judge_calibration.jsonl) holds pairs whose answers are both
-plausible and differ in one respect the constitution cares about, balanced so that preferring the
-longer answer, or the one in position A, scores 50%; the old clear-cut pairs are an easier tier
-reported beside it. A judge below the floor (`min_agreement`) is labelling close to chance.
+plausible and differ in one respect the constitution cares about, in kinds; inside each kind,
+preferring the longer answer, or the one in position A, scores about 50%, so the floor is checked on
+the mean over kinds (`floor_figure`), which a length-preferring judge cannot pass on length alone.
+The old clear-cut pairs are an easier tier reported beside it. A judge below the floor
+(`min_agreement`) is labelling close to chance.
 
 The refusal call of `cai eval` is calibrated the same way (cai/judge/refusal.py).
 """
