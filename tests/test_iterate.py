@@ -118,15 +118,168 @@ def test_no_usable_pair_skips_training_and_the_policy_carries_on(tmp_path, monke
     assert rows[-1]["policy"] == "smollm2-135m" and rows[-1]["win_rate"] is None
 
 
-def test_other_settings_are_refused_unless_force_new(tmp_path, monkeypatch):
+def test_changed_settings_apply_from_the_unfinished_iteration_on(tmp_path, monkeypatch):
     _scripted(monkeypatch)
     run_iterate(_cfg(tmp_path, iterations=1), progress=False, log=lambda s: None)
-    with pytest.raises(UsageError, match="train_steps"):
-        run_iterate(_cfg(tmp_path, iterations=2, train_steps=3), progress=False, log=lambda s: None)
-    # more iterations alone are not other settings
-    rows = run_iterate(_cfg(tmp_path, iterations=2, train_steps=3, force_new=True), progress=False,
-                       log=lambda s: None)
+    logs: list[str] = []
+    rows = run_iterate(_cfg(tmp_path, iterations=2, train_steps=3), progress=False, log=logs.append)
     assert [r["train"]["steps"] for r in rows] == [2, 3]  # the finished iteration kept its own
+    assert rows[0] == json.loads((tmp_path / "it" / "history.jsonl").read_text().splitlines()[0])
+
+
+# ---------------------------------------------------------------- every section checked before any step
+
+def _recipe_file(tmp_path, text: str) -> Path:
+    p = tmp_path / "iterate-recipe.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+BAD_SECTIONS = [
+    ("eval:\n  limit: 32\n  typo_key: 1\n",
+     ["eval: limit: clashes with the top-level `eval_limit`, which sets it for this step; set `eval_limit` instead",
+      "eval: typo_key: unknown setting; the settings of `cai eval` it takes: "]),
+    ("generate:\n  seed: 3\n",
+     ["generate: seed: clashes with the top-level `seed`, which sets it for this step; set `seed` instead"]),
+    ("judge:\n  calibration: none\n  model: other-judge\n",
+     ["judge: model: clashes with the top-level `judge_model`, which sets it for this step; set `judge_model` "
+      "instead"]),
+    ("train:\n  lerning_rate: 0.001\n", ["train: lerning_rate: unknown setting (did you mean learning_rate,"]),
+    ("train:\n  max_steps: 5\n",
+     ["train: max_steps: clashes with the top-level `train_steps`, which sets it for this step; set `train_steps` "
+      "instead"]),
+    ("train:\n  cai:\n    lora_r: many\n", ["train: cai: lora_r: Input should be a valid integer"]),
+    ("train:\n  per_device_train_batch_size: two\n",
+     ["train: per_device_train_batch_size: 'two' is not a valid value (int)"]),
+    ("generate:\n  answr: {max_tokens: 8}\n", ["generate: answr: unknown setting (did you mean answer?)"]),
+    ("generate:\n  answer: {max_tokens: lots}\n", ["generate: answer.max_tokens: Input should be a valid integer"]),
+    ("eval:\n  max_tokens: [1]\n", ["eval: max_tokens: Input should be a valid integer"]),
+    ("eval:\n  out: elsewhere\n", ["eval: out: set by cai iterate (iterations/NN/eval); leave it out"]),
+]
+
+
+@pytest.mark.parametrize("text, messages", BAD_SECTIONS, ids=[t.split(":")[0] + "-" + m[-1].split(":")[1].strip()
+                                                            for t, m in BAD_SECTIONS])
+def test_a_bad_section_exits_2_before_any_step(tmp_path, monkeypatch, text, messages):
+    """A typo, a clash with a top-level setting or a bad value in any section is refused (exit 2,
+    naming the section and the key) before any engine starts or any folder is made, not hours
+    later when that step comes."""
+    from click.testing import CliRunner
+
+    from cai.cli import main
+
+    engines: list = []
+
+    def load(*args, **kwargs):
+        engines.append(args)
+        raise AssertionError("an engine was started before the settings were checked")
+
+    for where in ("cai.generate.load_backend", "cai.backends.load_backend", "cai.evaluate.load_backend"):
+        monkeypatch.setattr(where, load)
+    trained: list = []
+    monkeypatch.setattr("cai.iterate._train", lambda *a: trained.append(a))
+    recipe = _recipe_file(tmp_path, text)
+    out = tmp_path / "it"
+    result = CliRunner().invoke(main, ["iterate", "--out", str(out), "--config", str(recipe), "--no-progress",
+                                       "--prompts", str(_prompts(tmp_path / "p.jsonl", 5)),
+                                       "--eval-prompts", str(_eval_prompts(tmp_path / "e.jsonl"))])
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert flat.startswith(f"Error: {recipe}: "), result.output
+    for message in messages:
+        assert message in flat, result.output
+    assert engines == [] and trained == [] and not out.exists()
+
+
+# ---------------------------------------------------------------- reuse keyed on each step's own settings
+
+def _counting(monkeypatch) -> dict[str, int]:
+    import cai.iterate as it
+
+    calls: dict[str, int] = {}
+    for name in ("_generate", "_judge", "_train", "_eval"):
+        real = getattr(it, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(it, name, counted)
+    return calls
+
+
+def _eval_dies(monkeypatch, tmp_path, **kw):
+    """An iteration whose generate, judge and train finished and whose eval failed (an engine out
+    of memory, a setting only the eval refuses): no history row."""
+    def dies(*args, **kwargs):
+        raise RuntimeError("eval: CUDA out of memory")
+
+    monkeypatch.setattr("cai.iterate._eval", dies)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_iterate(_cfg(tmp_path, iterations=1, **kw), progress=False, log=lambda s: None)
+    assert not (tmp_path / "it" / "history.jsonl").exists()
+    assert (tmp_path / "it" / "iterations" / "01" / "model" / "metrics.json").exists()
+
+
+EVAL = {"calibration": "none", "refusal_calibration": "none"}
+
+
+@pytest.mark.parametrize("change, redone", [
+    ({"eval": {**EVAL, "max_tokens": 24}}, ["_eval"]),
+    ({"train": {"beta": 0.2}}, ["_train", "_eval"]),
+    ({"judge": {"calibration": "none", "threshold": 0.1}}, ["_judge", "_train", "_eval"]),
+    ({"generate": {"answer": {"max_tokens": 40}}}, ["_generate", "_judge", "_train", "_eval"]),
+    ({"per_iteration": 2}, ["_generate", "_judge", "_train", "_eval"]),
+], ids=["eval", "train", "judge", "generate", "prompts"])
+def test_a_changed_section_redoes_only_the_steps_that_depend_on_it(tmp_path, monkeypatch, change, redone):
+    """The eval failed; the rerun with a fixed eval section reuses the finished generate, judge and
+    training (none runs again) and finishes. A change upstream redoes that step and every later one."""
+    import cai.iterate as it
+
+    _scripted(monkeypatch)
+    real_eval = it._eval
+    _eval_dies(monkeypatch, tmp_path)
+    monkeypatch.setattr(it, "_eval", real_eval)
+    calls = _counting(monkeypatch)
+    logs: list[str] = []
+    rows = run_iterate(_cfg(tmp_path, iterations=1, **change), progress=False, log=logs.append)
+    assert calls == {name: 1 for name in redone}, logs
+    assert [r["iteration"] for r in rows] == [1] and rows[0]["win_rate"] is not None
+    out = tmp_path / "it" / "iterations" / "01"
+    assert json.loads((out / "eval" / "metrics.json").read_text())["model"] == str(out / "model")
+    run_yaml = (out / "run" / "run.yaml").read_text()
+    if "_generate" in redone:
+        assert any("redone" in line and "generate" in line for line in logs), logs
+        n = change.get("per_iteration", 3)
+        gens = (out / "run" / "generations.jsonl").read_text().splitlines()
+        assert len(gens) == len((out / "prompts.jsonl").read_text().splitlines()) == n
+        if "generate" in change:
+            assert "max_tokens: 40" in run_yaml
+    else:
+        assert any("reusing" in line and "generate" in line for line in logs), logs
+    if "_judge" in redone and "judge" in change:
+        assert "threshold: 0.1" in run_yaml
+    # the iteration is finished now: the same settings again redo nothing
+    again = _counting(monkeypatch)
+    assert run_iterate(_cfg(tmp_path, iterations=1, **change), progress=False, log=lambda s: None) == rows
+    assert again == {}
+
+
+def test_force_new_restarts_the_unfinished_iteration(tmp_path, monkeypatch):
+    import cai.iterate as it
+
+    _scripted(monkeypatch)
+    real_eval = it._eval
+    _eval_dies(monkeypatch, tmp_path)
+    monkeypatch.setattr(it, "_eval", real_eval)
+    stale = tmp_path / "it" / "iterations" / "01" / "stale-marker"
+    stale.write_text("x")
+    calls = _counting(monkeypatch)
+    logs: list[str] = []
+    rows = run_iterate(_cfg(tmp_path, iterations=1, force_new=True), progress=False, log=logs.append)
+    assert calls == {"_generate": 1, "_judge": 1, "_train": 1, "_eval": 1}
+    assert not stale.exists() and any("--force-new" in line for line in logs)
+    assert len(rows) == 1
 
 
 def test_eval_history_appends_and_plots(tmp_path):
@@ -206,12 +359,15 @@ def test_sigkill_at_each_step_then_the_same_command_resumes_without_duplicates(t
         proc = run(kill_at)
         assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stderr)
         assert not (out / "history.jsonl").exists()
-        if kill_at != "inside-generate":  # the rerun found the generation the last kill left
+        if kill_at == "before-judge":  # the rerun found the generation the last kill left, and resumed it
             assert "resuming the run folder" in proc.stderr, (kill_at, proc.stderr)
+        if kill_at == "before-train":  # generation finished before the last kill: reused, not rerun
+            assert "reusing the run folder (finished)" in proc.stderr, (kill_at, proc.stderr)
     last = run("")
     assert last.returncode == 0, last.stderr
-    # judging finished before the last kill: the rerun reuses it and goes on to train
-    assert "judge: revision pairs" in last.stderr and "resuming" in last.stderr.split("judge:")[1]
+    # generation and judging finished before the last kill: the rerun reuses both and goes on to train
+    assert "reusing the run folder (finished)" in last.stderr
+    assert "judge: revision pairs" in last.stderr and "reusing its pairs" in last.stderr.split("judge:")[1]
     hist = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in hist] == [1]
     gens = [json.loads(x) for x in (out / "iterations" / "01" / "run" / "generations.jsonl").read_text().splitlines()]

@@ -29,9 +29,12 @@ from cai.commands.options import backend_choice
 @click.option("--seed", type=int, default=None, help="Seed of sampling and training [default: 0].")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Output folder [default: runs/iterate].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML recipe: these settings, plus generate:, judge:, train: and eval: sections; flags override it.")
+              help="YAML recipe: these settings, plus generate:, judge:, train: and eval: sections (each checked "
+              "before anything runs; a key the top-level settings set is refused there); flags override it.")
 @click.option("--force-new", is_flag=True, default=None,
-              help="Redo the unfinished iteration with changed settings (finished iterations are kept).")
+              help="Redo the unfinished iteration from scratch (finished iterations are kept). Without it a rerun "
+              "reuses each finished step whose settings are the same and redoes the first changed one and the "
+              "steps after it.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 def iterate(progress, config_file, **flags) -> None:
     """Iterated RLAIF: each iteration's policy answers fresh prompts, the same judge labels them, the
@@ -42,7 +45,7 @@ def iterate(progress, config_file, **flags) -> None:
     from cai.iterate import CURVE, HISTORY, REPORT, IterateConfig, row_line, run_iterate
 
     cfg = load_config(IterateConfig, config_file, flags)
-    rows = run_iterate(cfg, progress=progress, log=lambda msg: click.echo(msg, err=True))
+    rows = run_iterate(cfg, progress=progress, log=lambda msg: click.echo(msg, err=True), source=config_file)
     out = Path(cfg.out)
     click.echo(click.style(f"iterate: {len(rows)} of {cfg.iterations} iterations done", bold=True))
     for r in rows:
