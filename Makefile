@@ -2,6 +2,9 @@
 #   make demo   install, then run the whole loop on the bundled defaults
 #   make test   install with test tools, then run the whole test suite
 # `make test-fast` runs only the tests that need no real engine.
+# The install prints only its own lines: pip's and the build's output go to .venv/cai-install.log,
+# shown when a step fails (CAI_INSTALL_VERBOSE=1 prints it as it comes). The cai commands print
+# cai's lines and bars only (CAI_LIBRARY_LOGS=1 brings back vLLM's, torch's, datasets' own output).
 
 VENV ?= .venv
 BIN := $(VENV)/bin

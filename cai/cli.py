@@ -2,10 +2,14 @@
 
 Exit codes: 0 ok, 1 failure, 2 usage or input error (UsageError, click's own usage errors, and
 pydantic validation errors of user input).
+
+Output: cai's own lines and progress bars only; CAI_LIBRARY_LOGS=1 brings back every library's
+own logging and progress bars (see QUIET_ENV below).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -72,22 +76,107 @@ def _on_sigterm():
     return previous
 
 
+# Other libraries' own output. By default the CLI prints cai's own lines and cai's own progress
+# bars, and of the libraries under it only their errors: vLLM logs every engine detail at INFO and
+# warns about Triton, NUMA binding and deprecations on every start; `datasets` draws a bar for
+# every map, save and "Flattening the indices"; transformers one for every model load; torch and
+# the rest warn about deprecations. The variables below say so to each library (a value already
+# set in the environment is kept, so each can still be set on its own); the engine's processes
+# and any subprocess inherit them.
+#
+#   CAI_LIBRARY_LOGS=1   restores every library's own logging, warnings and progress bars (none of
+#                        the variables below is set, no filter is applied).
+LIBRARY_LOGS = "CAI_LIBRARY_LOGS"
+QUIET_ENV = {
+    "VLLM_LOGGING_LEVEL": "ERROR",
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "DATASETS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # The last: multiprocessing's resource tracker (its own process) reporting at exit the shared
+    # memory vLLM's engine left for it to clean up, which it then does.
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore:resource_tracker:UserWarning",
+}
+# vLLM's CPU build logs this warning when `vllm.triton_utils` is imported (vllm/triton_utils/
+# importing.py: triton is installed without its CPU backend), in the CLI process and again in each
+# engine process. It comes before vLLM configures its logging, so VLLM_LOGGING_LEVEL does not reach
+# it: Python's last-resort handler prints it bare. A filter on that one logger drops that one
+# message (other warnings of the logger still show).
+TRITON_LOGGER = "vllm.triton_utils.importing"
+TRITON_NOTICE = "Triton is installed, but doesn't include CPU backend"
+
+
+def library_logs() -> bool:
+    """Whether CAI_LIBRARY_LOGS asks for the libraries' own output."""
+    return os.environ.get(LIBRARY_LOGS, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+class _TritonNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return library_logs() or not str(record.msg).startswith(TRITON_NOTICE)
+
+
+def _quiet_triton_notice() -> None:
+    """Installed when cai.cli is imported: that is before any vllm import in the CLI process, and an
+    engine process vLLM spawns imports cai.cli again (multiprocessing re-runs the `cai` script as
+    __mp_main__) before it imports vllm; a forked one inherits the filter."""
+    target = logging.getLogger(TRITON_LOGGER)
+    if not any(isinstance(f, _TritonNotice) for f in target.filters):
+        target.addFilter(_TritonNotice())
+
+
+_quiet_triton_notice()
+
+
+def quiet_libraries() -> None:
+    """Set QUIET_ENV (keeping values already set) and the in-process equivalents, unless
+    CAI_LIBRARY_LOGS is set. Libraries read most of these variables when they are imported, which
+    the commands do later; one already imported (an embedding program, the test suite) is told
+    directly."""
+    if library_logs():
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    # The Trainer's bar of optimizer steps is a `cai train` stage's own progress, but transformers
+    # turns it off (TrainingArguments.disable_tqdm) when its log level is above WARNING: the one
+    # logger that decides it stays at WARNING.
+    if os.environ.get("TRANSFORMERS_VERBOSITY") == QUIET_ENV["TRANSFORMERS_VERBOSITY"]:
+        logging.getLogger("transformers.training_args").setLevel(logging.WARNING)
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    ours = {k for k, v in QUIET_ENV.items() if os.environ.get(k) == v}
+    if "datasets" in sys.modules:
+        import datasets
+
+        if "HF_DATASETS_DISABLE_PROGRESS_BARS" in ours:
+            datasets.disable_progress_bars()
+        if "DATASETS_VERBOSITY" in ours:
+            datasets.logging.set_verbosity_error()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        if "HF_HUB_DISABLE_PROGRESS_BARS" in ours:
+            hf_logging.disable_progress_bar()
+        if "TRANSFORMERS_VERBOSITY" in ours:
+            hf_logging.set_verbosity_error()
+    if "huggingface_hub" in sys.modules and "HF_HUB_DISABLE_PROGRESS_BARS" in ours:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
 @click.group(cls=CaiGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cai")
 def main() -> None:
     """cai: turn a written constitution into aligned models, without human labels."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # vLLM logs every engine detail at INFO, and on a CPU warns about Triton, NUMA binding and
-    # deprecations on every start; a CLI user wants cai's own progress and summary. Errors still
-    # show, and each variable can be set to see more. The engine's processes inherit them.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
-    import warnings
-
-    for category in (FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category)
+    quiet_libraries()
 
 
 def _register() -> None:

