@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cai import history
 from cai.atomic import write_atomic
 from cai.errors import UsageError
+from cai.judge.figures import fmt
 from cai.models import DEFAULT_MODEL
 
 SETTINGS_FILE = "iterate.yaml"
@@ -697,16 +698,14 @@ def _short(model: str) -> str:
     return "/".join(p.parts[-3:]) if len(p.parts) > 3 else model
 
 
-def _f(x) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "n/a"
-
-
 def row_line(row: dict) -> str:
     lo, hi = row.get("win_rate_ci") or (None, None)
-    win = (f"win rate {_f(row.get('win_rate'))} ({_f(lo)}-{_f(hi)})" if row.get("signal", True)
-           else f"win rate no signal (measured {_f(row.get('win_rate'))})")
-    return (f"pairs {row['pairs']}, ties {row['ties']}, {win}, harmlessness {_f(row.get('harmlessness'))}, "
-            f"over-refusal {_f(row.get('over_refusal'))}")
+    signal = row.get("signal")
+    win = (f"win rate {fmt(row.get('win_rate'))} ({fmt(lo)}-{fmt(hi)})" if signal is True
+           else f"win rate {fmt(row.get('win_rate'))} ({fmt(lo)}-{fmt(hi)}), signal not measured" if signal is None
+           else f"win rate no signal (measured {fmt(row.get('win_rate'))})")
+    return (f"pairs {row['pairs']}, ties {row['ties']}, {win}, harmlessness {fmt(row.get('harmlessness'))}, "
+            f"over-refusal {fmt(row.get('over_refusal'))}")
 
 
 # ---------------------------------------------------------------- curve and report
@@ -719,7 +718,8 @@ def write_outputs(out: Path, rows: list[dict], cfg: IterateConfig) -> None:
 
 def report(rows: list[dict], cfg: IterateConfig) -> str:
     cal = next((r["judge_calibration"] for r in rows if r.get("judge_calibration")), None)
-    noise = [r["iteration"] for r in rows if not r.get("signal", True)]
+    noise = [r["iteration"] for r in rows if r.get("signal") is False]
+    unmeasured = [r["iteration"] for r in rows if r.get("signal") is None]
     lines = [f"# cai iterate: {len(rows)} of {cfg.iterations} iterations", "",
              f"Starting model `{cfg.model}`, {cfg.method} ({cfg.strategy} pairs, reference: {cfg.reference}), "
              f"{cfg.per_iteration} new prompts and {cfg.train_steps} steps per iteration; the judge "
@@ -727,23 +727,26 @@ def report(rows: list[dict], cfg: IterateConfig) -> str:
              f"with the starting model on the same {cfg.eval_limit} held-out prompts.", ""]
     if cal and not cal.get("skipped"):
         lines += [f"Judge calibration (measured once, carried into every iteration): agreement "
-                  f"{_f(cal.get('agreement'))} on {cal.get('n')} labelled pairs"
+                  f"{fmt(cal.get('agreement'))} on {cal.get('n')} labelled pairs"
                   + (" — **below the floor: its labels, and so the pairs and win rates, are close to chance**"
                      if cal.get("below_floor") else "") + ".", ""]
     if noise:
         lines += [f"**No signal** in iteration(s) {', '.join(map(str, noise))}: those win rates are noise, not a "
                   "finding (see each row's reasons in history.jsonl).", ""]
+    if unmeasured:
+        lines += [f"**Signal not measured** in iteration(s) {', '.join(map(str, unmeasured))}: the judge was not "
+                  "calibrated, so whether those win rates beat chance is unknown.", ""]
     lines += ["| iteration | prompts | pairs | ties | train loss | win rate vs start (95% CI) | signal | harmlessness | "
               "over-refusal | time (gen/judge/train/eval s) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r.get("train") or {}
-        loss = f"{_f(t.get('first_loss'))} → {_f(t.get('last_loss'))}" if t else "skipped"
+        loss = f"{fmt(t.get('first_loss'))} → {fmt(t.get('last_loss'))}" if t else "skipped"
         lo, hi = r.get("win_rate_ci") or (None, None)
         secs = r.get("seconds") or {}
         lines.append(f"| {r['iteration']} | {r['prompts']['n']} from #{r['prompts']['from']} | {r['pairs']} | "
-                     f"{r['ties']} | {loss} | {_f(r.get('win_rate'))} ({_f(lo)}-{_f(hi)}) | "
-                     f"{'yes' if r.get('signal', True) else 'no'} | {_f(r.get('harmlessness'))} | "
-                     f"{_f(r.get('over_refusal'))} | {'/'.join(f'{secs.get(s, 0):.0f}' for s in STEPS)} |")
+                     f"{r['ties']} | {loss} | {fmt(r.get('win_rate'))} ({fmt(lo)}-{fmt(hi)}) | "
+                     f"{ {True: 'yes', False: 'no'}.get(r.get('signal'), 'not measured') } | {fmt(r.get('harmlessness'))} | "
+                     f"{fmt(r.get('over_refusal'))} | {'/'.join(f'{secs.get(s, 0):.0f}' for s in STEPS)} |")
     lines += ["", f"![win rate, harmlessness and over-refusal by iteration]({CURVE})", "",
               "Each iteration's run folder, model and eval are under `iterations/NN/`."]
     return "\n".join(lines) + "\n"
