@@ -19,6 +19,7 @@ import traceback
 import click
 
 from cai.errors import Failure, Terminated, UsageError
+from cai.quiet import LIBRARY_LOGS, library_logs
 
 
 class CaiGroup(click.Group):
@@ -86,7 +87,6 @@ def _on_sigterm():
 #
 #   CAI_LIBRARY_LOGS=1   restores every library's own logging, warnings and progress bars (none of
 #                        the variables below is set, no filter is applied).
-LIBRARY_LOGS = "CAI_LIBRARY_LOGS"
 QUIET_ENV = {
     "VLLM_LOGGING_LEVEL": "ERROR",
     "TORCH_CPP_LOG_LEVEL": "ERROR",
@@ -107,11 +107,6 @@ QUIET_ENV = {
 # message (other warnings of the logger still show).
 TRITON_LOGGER = "vllm.triton_utils.importing"
 TRITON_NOTICE = "Triton is installed, but doesn't include CPU backend"
-
-
-def library_logs() -> bool:
-    """Whether CAI_LIBRARY_LOGS asks for the libraries' own output."""
-    return os.environ.get(LIBRARY_LOGS, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 class _TritonNotice(logging.Filter):

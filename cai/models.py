@@ -255,6 +255,16 @@ def _build(spec: ModelSpec, out: Path, log=None) -> None:
         gguf = Path(work) / spec.gguf_member
         if log:
             log(f"de-quantizing {gguf.name}")
+        # transformers draws its de-quantizing bar with a plain tqdm no variable reaches; it is the
+        # libraries' output like any other, shown with CAI_LIBRARY_LOGS=1.
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        from cai.quiet import library_logs
+
+        if hasattr(gguf_utils, "tqdm") and not library_logs():
+            gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
         quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # A GGUF-loaded model refuses save_pretrained; a fresh model from the same config without

@@ -268,7 +268,8 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str =
                 record = PreferenceRecord(
                     id=r.id, prompt=r.sources[0].prompt, category=r.sources[0].category, chosen=r.chosen,
                     rejected=r.rejected, p_chosen=r.p_chosen, judgements=v.judgements, strategy=strategy,
-                    source_ids=[g.id for g in r.sources],
+                    source_ids=[g.id for g in r.sources], chosen_flags=list(r.chosen_flags),
+                    rejected_flags=list(r.rejected_flags),
                     meta={**meta, "flipped": r.flipped, "p_first": v.p_first, "p_second": v.p_second})
                 if tie:
                     summary.tie_ids.append(r.id)
@@ -300,6 +301,8 @@ class JudgedPair:
     rejected: str
     p_chosen: float
     flipped: bool = False  # revision strategy: the judge preferred the initial answer
+    chosen_flags: tuple[str, ...] = ()
+    rejected_flags: tuple[str, ...] = ()
     tie_reason: str | None = None  # samples strategy: why a decided-looking pair is a tie all the same
 
 
@@ -315,9 +318,11 @@ async def _revision_pair(judge: Judge, batcher: Batcher, pid: str, src: list[Gen
                          item: PairInput) -> JudgedPair:
     g = src[0]
     v = await judge.averdict(batcher, item)
+    final, initial = tuple(g.flags), tuple(g.initial_flags)
     if v.p_a >= 0.5:
-        return JudgedPair(pid, src, v, g.final, g.initial, v.p_a)
-    return JudgedPair(pid, src, v, g.initial, g.final, 1.0 - v.p_a, flipped=True)
+        return JudgedPair(pid, src, v, g.final, g.initial, v.p_a, chosen_flags=final, rejected_flags=initial)
+    return JudgedPair(pid, src, v.swapped(), g.initial, g.final, 1.0 - v.p_a, flipped=True, chosen_flags=initial,
+                      rejected_flags=final)
 
 
 async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[GenerationRecord],
@@ -352,7 +357,8 @@ async def _samples_pair(judge: Judge, batcher: Batcher, pid: str, group: list[Ge
                   f"probability ({wins[best] / n:.3f} against {wins[worst] / n:.3f}), but prefers "
                   f"{group[worst].sample} when the two are compared directly (p {1 - v.p_a:.3f}): its verdicts "
                   "are not transitive here")
-    return JudgedPair(pid, group, v, texts[best], texts[worst], v.p_a, tie_reason=reason)
+    return JudgedPair(pid, group, v, texts[best], texts[worst], v.p_a, chosen_flags=tuple(group[best].flags),
+                      rejected_flags=tuple(group[worst].flags), tie_reason=reason)
 
 
 @dataclass(frozen=True)

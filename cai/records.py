@@ -111,6 +111,10 @@ class PreferenceRecord(BaseModel):
     judgements: list[Judgement]
     strategy: str
     source_ids: list[str] = Field(default_factory=list, description="Generation rows the pair came from.")
+    # The quality flags of the two answers, copied at judge time from their generation rows, so that
+    # export and training read them from the pair itself instead of joining the whole generations file.
+    chosen_flags: list[str] | None = None
+    rejected_flags: list[str] | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -183,3 +183,19 @@ def test_calibration_by_kind_and_the_floor_on_the_kinds_mean():
     no_kinds = score([{k: v for k, v in r.items() if k != "kind"} for r in rows], verdicts, 0.05, source="x",
                      sha256="y").model_dump()
     assert no_kinds["by_kind"] is None and with_floor(no_kinds, 0.6)["below_floor"] is False
+
+
+def test_preference_rows_carry_both_answers_flags(tmp_path):
+    """Export reads a pair's flags from the pair itself: no join over the whole generations file."""
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "q"}) + "\n")
+    run = tmp_path / "run"
+    run_generate(GenerateConfig(prompts=str(p), rounds=1, run_dir=str(run), model="m"), backend=ScriptedBackend(),
+                 progress=False)
+    gen = next(read_rows(run / "generations.jsonl"))
+    judge_run(run, Judge(ScriptedBackend(prefer="answer 0"), load_constitution("default")), "revision", progress=False)
+    pref = next(read_rows(run / "preferences.jsonl"))
+    assert pref["meta"]["flipped"] and pref["chosen"] == gen["initial"]
+    assert pref["chosen_flags"] == gen["initial_flags"] and pref["rejected_flags"] == gen["flags"]
+    # a flipped pair's probabilities are about (chosen, rejected), as a pair that was not flipped
+    assert pref["meta"]["p_first"] > 0.5 and pref["meta"]["p_second"] > 0.5

@@ -85,8 +85,10 @@ class PairVerdict(BaseModel):
 
     def swapped(self) -> PairVerdict:
         """The same verdict about (b, a)."""
+        judgements = [j.model_copy(update={"p_first": 1 - j.p_second, "p_second": 1 - j.p_first})
+                       for j in self.judgements]
         return self.model_copy(update={"p_a": 1 - self.p_a, "p_first": 1 - self.p_second,
-                                       "p_second": 1 - self.p_first})
+                                       "p_second": 1 - self.p_first, "judgements": judgements})
 
 
 class RefusalVerdict(BaseModel):
