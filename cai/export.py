@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 from cai.errors import UsageError
+from cai.judge.calibration import floor_figure
+from cai.judge.figures import fmt as num
 from cai.quality import excluding
 from cai.records import RunFolder, read_rows
 
@@ -46,6 +48,10 @@ class LeftOut:
     by_flag: Counter = field(default_factory=Counter)
     not_preferred: int = 0  # --filter judged: the judge did not prefer the final revision
     kept_flagged: int = 0  # --keep-flagged: flagged rows kept anyway
+    duplicates: int = 0  # chosen text the same as an earlier row's (a collapsed policy)
+    kept_duplicates: int = 0  # --keep-duplicates
+    unconfident: int = 0  # --min-confidence: pairs the judge was less sure of
+    min_confidence: float | None = None
 
     def lines(self) -> list[str]:
         out = []
@@ -57,7 +63,59 @@ class LeftOut:
         if self.not_preferred:
             out.append(f"{self.not_preferred} left out: the judge did not prefer the final revision over the "
                        "initial answer (--filter judged)")
+        if self.duplicates:
+            out.append(f"{self.duplicates} left out: the chosen text duplicates an earlier row's (whitespace and case "
+                       "aside; --keep-duplicates keeps them)")
+        if self.kept_duplicates:
+            out.append(f"{self.kept_duplicates} duplicate rows kept (--keep-duplicates)")
+        if self.unconfident:
+            out.append(f"{self.unconfident} left out: the judge's confidence |p_chosen - 0.5| was under "
+                       f"--min-confidence {self.min_confidence}")
         return out
+
+
+class Duplicates:
+    """Chosen texts seen so far, as 16-byte digests of the normalised text (whitespace collapsed,
+    case folded): a run of a million rows costs ~100 MB of digests at most, never the texts."""
+
+    def __init__(self, keep: bool, left: LeftOut):
+        self.keep, self.left, self.seen = keep, left, set()
+
+    def __call__(self, text: str) -> bool:
+        """True when `text` repeats an earlier chosen text and is to be left out."""
+        key = hashlib.blake2b(" ".join(text.casefold().split()).encode(), digest_size=16).digest()
+        if key not in self.seen:
+            self.seen.add(key)
+            return False
+        if self.keep:
+            self.left.kept_duplicates += 1
+            return False
+        self.left.duplicates += 1
+        return True
+
+
+def _unconfident(p: dict, min_confidence: float | None, left: LeftOut) -> bool:
+    # a hair of slack: 0.6 - 0.5 is 0.0999... in floating point, and 0.6 is a pair at 0.1
+    if min_confidence is None or p.get("p_chosen") is None or abs(p["p_chosen"] - 0.5) >= min_confidence - 1e-9:
+        return False
+    left.unconfident += 1
+    return True
+
+
+class _Flags:
+    """A pair's answers' flags: from the pair (written at judge time), else, for pairs judged by an
+    older cai, by one join over generations.jsonl made only when such a pair turns up."""
+
+    def __init__(self, run: RunFolder):
+        self.run, self._texts = run, None
+
+    def __call__(self, p: dict, side: str) -> list[str]:
+        own = p.get(f"{side}_flags")
+        if own is not None:
+            return own
+        if self._texts is None:
+            self._texts = _answer_flags(self.run)
+        return next((self._texts[(s, p[side])] for s in p["source_ids"] if (s, p[side]) in self._texts), [])
 
 
 def _excluded(flags, keep_flagged: bool, left: LeftOut) -> bool:
@@ -85,21 +143,33 @@ def judged_preferred(run: RunFolder) -> set[str]:
             and not (p.get("meta") or {}).get("flipped") for sid in p.get("source_ids", [])}
 
 
-def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, keep_flagged: bool = False,
-               filter: Filter = "none", left_out: LeftOut | None = None) -> list[dict]:
-    """The export's rows. Rows whose final answer (SFT) or chosen answer (DPO) the quality checks
-    flagged are left out unless `keep_flagged`; `filter="judged"` keeps only the SFT rows whose
-    final revision the judge preferred (rejection-sampled SFT). `left_out` collects the counts."""
+def build_rows(run_dir: str | Path, fmt: Format, **how) -> list[dict]:
+    """iter_rows as a list (for callers that train on the rows in memory)."""
+    return list(iter_rows(run_dir, fmt, **how))
+
+
+def iter_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, keep_flagged: bool = False,
+              filter: Filter = "none", left_out: LeftOut | None = None, keep_duplicates: bool = True,
+              min_confidence: float | None = None):
+    """The export's rows, streamed (a window of rows in memory, whatever the run's size). Rows whose
+    final answer (SFT) or chosen answer (DPO) the quality checks flagged are left out unless
+    `keep_flagged`; `filter="judged"` keeps only the SFT rows whose final revision the judge preferred
+    (rejection-sampled SFT); unless `keep_duplicates`, a row whose chosen text repeats an earlier
+    one's; with `min_confidence`, pairs with |p_chosen - 0.5| under it. `left_out` collects the
+    counts (complete once the rows are consumed)."""
     run = RunFolder(run_dir)
     prov = _provenance(run.info())
     left = left_out if left_out is not None else LeftOut()
+    left.min_confidence = min_confidence
+    duplicate = Duplicates(keep_duplicates, left)
     if filter not in ("none", "judged"):
         raise UsageError(f"unknown filter {filter!r}: none or judged")
+    if min_confidence is not None and fmt == "sft":
+        raise UsageError("--min-confidence applies to judged pairs (dpo, kto), not to SFT rows")
     if fmt == "sft":
         if not run.generations.exists():
             raise UsageError(f"{run_dir}: no generations.jsonl to export (run `cai generate` first)")
         preferred = judged_preferred(run) if filter == "judged" else None
-        rows = []
         for g in read_rows(run.generations):
             if preferred is not None and g["id"] not in preferred:
                 left.not_preferred += 1
@@ -111,9 +181,9 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, ke
             else:
                 revisions = [(g["final"], g.get("flags") or [])]
             for k, (text, flags) in enumerate(revisions):
-                if _excluded(flags, keep_flagged, left):
+                if _excluded(flags, keep_flagged, left) or duplicate(text):
                     continue
-                rows.append({
+                yield {
                     "messages": list(g["prompt"]) + _assistant(text),
                     "id": g["id"] if not all_rounds else f"{g['id']}-r{k + 1 if g['rounds'] else 0}",
                     "source_id": g["id"],
@@ -122,22 +192,22 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, ke
                     "principle_ids": [r["principle_id"] for r in g["rounds"]],
                     "flags": list(flags),
                     **prov,
-                })
-        return rows
+                }
+        return
     if fmt == "dpo":
         if filter != "none":
             raise UsageError("--filter applies to SFT data (the pairs are already the judge's choices)")
         if not run.preferences.exists():
             raise UsageError(f"{run_dir}: no preferences.jsonl to export (run `cai judge {run_dir}` first)")
-        texts = _answer_flags(run)
+        flags_of = _Flags(run)
         cal = run.info().get("judge_calibration") or {}
         agreement, below = cal.get("agreement"), cal.get("below_floor")
-        rows = []
         for p in read_rows(run.preferences):
-            chosen_flags = next((texts[(sid, p["chosen"])] for sid in p["source_ids"] if (sid, p["chosen"]) in texts), [])
-            if _excluded(chosen_flags, keep_flagged, left):
+            chosen_flags = flags_of(p, "chosen")
+            if _unconfident(p, min_confidence, left) or _excluded(chosen_flags, keep_flagged, left) \
+                    or duplicate(p["chosen"]):
                 continue
-            rows.append({
+            yield {
                 "prompt": p["prompt"],
                 "chosen": _assistant(p["chosen"]),
                 "rejected": _assistant(p["rejected"]),
@@ -154,16 +224,18 @@ def build_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, ke
                 # How far the judge's labels can be trusted travels with the data (model cards read it).
                 "judge_agreement": agreement,
                 "judge_below_floor": below,
-            })
-        return rows
+            }
+        return
     if fmt == "kto":
         if filter != "none":
             raise UsageError("--filter applies to SFT data")
-        return _kto_rows(run, prov, keep_flagged, left)
+        yield from _kto_rows(run, prov, keep_flagged, left, duplicate, min_confidence)
+        return
     raise UsageError(f"unknown export format {fmt!r}: {', '.join(FORMATS)}")
 
 
-def _kto_rows(run: RunFolder, prov: dict, keep_flagged: bool, left: LeftOut) -> list[dict]:
+def _kto_rows(run: RunFolder, prov: dict, keep_flagged: bool, left: LeftOut, duplicate: Duplicates,
+              min_confidence: float | None):
     """Unpaired rows. Only desirable rows are left out for flags: a flagged answer (truncated,
     repeating) is a fair example of what not to write, but never one to imitate."""
     if not run.generations.exists():
@@ -173,30 +245,31 @@ def _kto_rows(run: RunFolder, prov: dict, keep_flagged: bool, left: LeftOut) -> 
         return {"prompt": prompt, "completion": _assistant(text), "label": label, "source_id": source_id,
                 "flags": list(flags), **more, **prov}
 
-    rows = []
     if run.preferences.exists():
-        texts = _answer_flags(run)
+        flags_of = _Flags(run)
         cal = run.info().get("judge_calibration") or {}
         for p in read_rows(run.preferences):
+            if _unconfident(p, min_confidence, left):
+                continue
             sid = p["source_ids"][0] if p["source_ids"] else ""
             common = {"pair_id": p["id"], "category": p.get("category") or "", "p_chosen": p["p_chosen"],
                       "strategy": p["strategy"], "judge_agreement": cal.get("agreement"),
                       "judge_below_floor": cal.get("below_floor")}
-            chosen_flags = next((texts[(s, p["chosen"])] for s in p["source_ids"] if (s, p["chosen"]) in texts), [])
-            rejected_flags = next((texts[(s, p["rejected"])] for s in p["source_ids"] if (s, p["rejected"]) in texts), [])
-            if not _excluded(chosen_flags, keep_flagged, left):
-                rows.append(row(p["prompt"], p["chosen"], True, sid, chosen_flags, id=f"{p['id']}-chosen", **common))
-            rows.append(row(p["prompt"], p["rejected"], False, sid, rejected_flags, id=f"{p['id']}-rejected", **common))
-        return rows
+            chosen_flags, rejected_flags = flags_of(p, "chosen"), flags_of(p, "rejected")
+            if not _excluded(chosen_flags, keep_flagged, left) and not duplicate(p["chosen"]):
+                yield row(p["prompt"], p["chosen"], True, sid, chosen_flags, id=f"{p['id']}-chosen", **common)
+            yield row(p["prompt"], p["rejected"], False, sid, rejected_flags, id=f"{p['id']}-rejected", **common)
+        return
+    if min_confidence is not None:
+        raise UsageError(f"{run.path}: --min-confidence keeps confident judged pairs, but the run is not judged")
     for g in read_rows(run.generations):
         if g["final"] == g["initial"]:  # nothing revised: the same text cannot be both good and bad
             continue
         common = {"category": g.get("category") or "", "principle_ids": [r["principle_id"] for r in g["rounds"]]}
-        if not _excluded(g.get("flags"), keep_flagged, left):
-            rows.append(row(g["prompt"], g["final"], True, g["id"], g.get("flags") or [], id=f"{g['id']}-final", **common))
-        rows.append(row(g["prompt"], g["initial"], False, g["id"], g.get("initial_flags") or [],
-                        id=f"{g['id']}-initial", **common))
-    return rows
+        if not _excluded(g.get("flags"), keep_flagged, left) and not duplicate(g["final"]):
+            yield row(g["prompt"], g["final"], True, g["id"], g.get("flags") or [], id=f"{g['id']}-final", **common)
+        yield row(g["prompt"], g["initial"], False, g["id"], g.get("initial_flags") or [],
+                  id=f"{g['id']}-initial", **common)
 
 
 def _answer_flags(run: RunFolder) -> dict[tuple[str, str], list[str]]:
@@ -208,46 +281,79 @@ def _answer_flags(run: RunFolder) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def rows_sha256(rows: list[dict]) -> str:
+def rows_sha256(rows) -> str:
     h = hashlib.sha256()
     for r in rows:
         h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
     return h.hexdigest()
 
 
+@dataclass
+class Tally:
+    """What the card needs of the rows, counted as they stream past."""
+
+    rows: int = 0
+    sha: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+    categories: Counter = field(default_factory=Counter)
+
+    def add(self, row: dict) -> None:
+        self.rows += 1
+        self.sha.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())  # as rows_sha256
+        self.categories[row.get("category") or "(none)"] += 1
+
+
+def _jsonl_rows(path: str):
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
 def export(run_dir: str | Path, fmt: Format, to: Literal["jsonl", "parquet", "hf"], out: str | Path,
-           *, all_rounds: bool = False, keep_flagged: bool = False, filter: Filter = "none") -> dict:
-    """Write the data and its dataset card; returns the stats (rows, sha256, path, card, left_out, ...)."""
+           *, all_rounds: bool = False, keep_flagged: bool = False, filter: Filter = "none",
+           keep_duplicates: bool = False, min_confidence: float | None = None) -> dict:
+    """Write the data and its dataset card; returns the stats (rows, sha256, path, card, left_out, ...).
+    Rows stream from the run to a JSON Lines file (the parquet and hf targets are built from it by
+    `datasets`, on disk), so memory stays flat in the run's size."""
     if to not in ("jsonl", "parquet", "hf"):
         raise UsageError(f"unknown target {to!r}: jsonl, parquet or hf")
     left = LeftOut()
-    rows = build_rows(run_dir, fmt, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter, left_out=left)
-    if not rows:
-        why = "; ".join(left.lines())
-        raise UsageError(f"{run_dir}: nothing to export as {fmt}" + (f" ({why}; --keep-flagged keeps flagged rows)"
-                                                                     if why else ""))
+    rows = iter_rows(run_dir, fmt, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter, left_out=left,
+                     keep_duplicates=keep_duplicates, min_confidence=min_confidence)
     out = Path(out)
     # The card's place is decided before any data is written, so a refusal leaves nothing behind.
     card = card_path(out if to == "hf" else out.parent, out.name)
-    if to == "jsonl":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.jsonl.tmp")
+    tally = Tally()
+    try:
         with open(tmp, "w", encoding="utf-8") as fh:
             for r in rows:
+                tally.add(r)
                 fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    else:
-        from datasets import Dataset
-
-        ds = Dataset.from_list(rows)
-        if to == "parquet":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ds.to_parquet(str(out))
+        if not tally.rows:
+            why = "; ".join(left.lines())
+            raise UsageError(f"{run_dir}: nothing to export as {fmt}" + (
+                f" ({why}; --keep-flagged keeps flagged rows)" if why else ""))
+        if to == "jsonl":
+            os.replace(tmp, out)
         else:
-            ds.save_to_disk(str(out))
-    stats = {"rows": len(rows), "sha256": rows_sha256(rows), "format": fmt, "to": to, "path": str(out),
-             "left_out": left, "filter": filter, "keep_flagged": keep_flagged}
-    section = card_section(out.name, RunFolder(run_dir), rows, stats, all_rounds=all_rounds)
+            import tempfile
+
+            from datasets import Dataset
+
+            with tempfile.TemporaryDirectory(prefix="cai-export-") as cache:
+                ds = Dataset.from_generator(_jsonl_rows, gen_kwargs={"path": str(tmp)}, cache_dir=cache)
+                if to == "parquet":
+                    ds.to_parquet(str(out))
+                else:
+                    ds.save_to_disk(str(out))
+                del ds
+    finally:
+        tmp.unlink(missing_ok=True)
+    stats = {"rows": tally.rows, "sha256": tally.sha.hexdigest(), "format": fmt, "to": to, "path": str(out),
+             "left_out": left, "filter": filter, "keep_flagged": keep_flagged, "keep_duplicates": keep_duplicates,
+             "min_confidence": min_confidence}
+    section = card_section(out.name, RunFolder(run_dir), tally.categories, stats, all_rounds=all_rounds)
     stats["card"] = str(write_card(card, out.name, section))
     return stats
 
@@ -312,13 +418,10 @@ def write_card(card: Path, name: str, section: str) -> Path:
     return card
 
 
-def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, all_rounds: bool) -> str:
-    """The card's section for one data file: provenance, counts and filters."""
+def card_section(name: str, run: RunFolder, cats: dict[str, int], stats: dict, *, all_rounds: bool) -> str:
+    """The card's section for one data file: provenance, counts (`cats`: rows per category) and filters."""
     info = run.info()
     judge = info.get("judge") or {}
-    cats: dict[str, int] = {}
-    for r in rows:
-        cats[r.get("category") or "(none)"] = cats.get(r.get("category") or "(none)", 0) + 1
     ties = sum(1 for _ in read_rows(run.ties))
     lines = [
         f"## `{name}`: cai {stats['format'].upper()} dataset",
@@ -357,6 +460,11 @@ def card_section(name: str, run: RunFolder, rows: list[dict], stats: dict, *, al
     checked = {"dpo": "rows whose chosen answer is flagged are left out", "sft": "rows whose final answer is flagged are left out",
                "kto": "desirable rows whose answer is flagged are left out (a flagged answer stays as an undesirable one)"}[fmt]
     lines.append(f"| quality checks | {'flagged rows kept (--keep-flagged)' if stats.get('keep_flagged') else checked} |")
+    lines.append("| duplicates | " + ("kept (--keep-duplicates)" if stats.get("keep_duplicates") else
+                                     "rows whose chosen text repeats an earlier row's are left out") + " |")
+    if stats.get("min_confidence") is not None:
+        lines.append(f"| min confidence | pairs with abs(p_chosen - 0.5) < {stats['min_confidence']} left out: "
+                     f"{(stats.get('left_out') or LeftOut()).unconfident} |")
     lines += ["", "### Left out", ""]
     lines += [f"- {line}" for line in left.lines()] or ["- nothing"]
     flag_counts = info.get("flag_counts")
@@ -385,17 +493,18 @@ def card_calibration(info: dict) -> list[str]:
            f"Measured before judging, with the judge's own settings, on `{cal.get('source')}` "
            f"(sha256 `{str(cal.get('sha256', '?'))[:16]}`, n={cal.get('n')}).", "",
            "| | value |", "|---|---|",
-           f"| agreement with the labels (ties half) | {_f(cal.get('agreement'))} |",
-           f"| position consistency | {_f(cal.get('position_consistency'))} |",
-           f"| longer response wins (decided pairs) | {_f(cal.get('longer_wins'))} |"]
+           f"| agreement with the labels (ties half) | {num(cal.get('agreement'))} |",
+           *([f"| agreement averaged over the set's kinds (the floor's figure) | {num(cal['balanced_agreement'])} |"]
+             if cal.get("balanced_agreement") is not None else []),
+           f"| position consistency (pairs decided in both orders) | {num(cal.get('position_consistency'))} |",
+           f"| longer response wins (decided pairs) | {num(cal.get('longer_wins'))} |"]
     easy = cal.get("easy")
     if easy:
-        out.append(f"| agreement on the easy clear-cut tier (n={easy.get('n')}) | {_f(easy.get('agreement'))} |")
+        out.append(f"| agreement on the easy clear-cut tier (n={easy.get('n')}) | {num(easy.get('agreement'))} |")
     if cal.get("below_floor"):
-        out += ["", f"**The judge was below the floor** (agreement {_f(cal.get('agreement'))} < min_agreement "
-                f"{_f(cal.get('min_agreement'))}): its labels are close to chance, and so is this data's preference signal."]
+        figure, name = floor_figure(cal)
+        out += ["", f"**The judge was below the floor** ({name} {num(figure)} < min_agreement "
+                f"{num(cal.get('min_agreement'))}): its labels are close to chance, and so is this data's preference signal."]
     return out
 
 
-def _f(x) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "n/a"

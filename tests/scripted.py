@@ -7,6 +7,7 @@ Answers are derived from the conversation, so a test can tell which request prod
 from __future__ import annotations
 
 import math
+import zlib
 
 from cai.backends.base import Completion, SamplingParams
 
@@ -34,7 +35,12 @@ class ScriptedBackend:
             comps = []
             for k in range(params.n):
                 if "Reply with the rewritten response only" in last:
-                    text = f"Sure, here is a revised response:\nGOOD revision {turn} sample {k}"
+                    # tagged by the row's prompt (its last user turn comes before the answer, the critique
+                    # request, the critique and this request), so revisions of different prompts differ
+                    # (as a policy's do) while every round of one row gives the same text
+                    asked = conv[-5]["content"] if len(conv) >= 5 else ""
+                    tag = zlib.crc32(asked.encode()) % 100_000
+                    text = f"Sure, here is a revised response:\nGOOD revision {turn} sample {k} ({tag})"
                 elif "critique" in last.lower():
                     text = f"critique of turn {turn}"
                 else:

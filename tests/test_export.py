@@ -58,9 +58,46 @@ def test_export_loads_with_datasets(run_dir, tmp_path, fmt, to):
 
 def test_all_rounds(run_dir, tmp_path):
     out = tmp_path / "sft.jsonl"
-    res = CliRunner().invoke(main, ["export", str(run_dir), "--format", "sft", "--out", str(out), "--all-rounds"])
+    res = CliRunner().invoke(main, ["export", str(run_dir), "--format", "sft", "--out", str(out), "--all-rounds",
+                                    "--keep-duplicates"])
     assert res.exit_code == 0
     assert len(out.read_text().splitlines()) == 16
+    # the scripted reviser writes the same revision in both rounds: without --keep-duplicates the
+    # second round of each row repeats the first and is left out, and counted
+    res = CliRunner().invoke(main, ["export", str(run_dir), "--format", "sft", "--out", str(out), "--all-rounds"])
+    assert res.exit_code == 0 and len(out.read_text().splitlines()) == 8
+    assert "8 left out: the chosen text duplicates an earlier row's" in res.output
+
+
+def _collapsed_run(tmp_path, n: int = 6):
+    """A run whose policy collapsed: every revision is the same refusal, whatever the prompt."""
+    from cai.records import GenerationRecord, RunFolder
+
+    run = tmp_path / "collapsed"
+    gens = []
+    for i in range(n):
+        final = "I can't help with that." if i % 3 else f"Here is a real answer number {i}."
+        gens.append(GenerationRecord(id=f"g{i}", prompt=[{"role": "user", "content": f"q{i}"}], initial=f"draft {i}",
+                                     final=final if i != 4 else "  i CAN'T help   with that. ", rounds=[]))
+    RunFolder(run).path.mkdir(parents=True)
+    (run / "run.yaml").write_text("model: m\n")
+    (run / "generations.jsonl").write_text("".join(g.model_dump_json() + "\n" for g in gens))
+    return run
+
+
+def test_export_leaves_out_answers_that_repeat_an_earlier_one(tmp_path):
+    from cai.export import export as do_export
+
+    run = _collapsed_run(tmp_path)
+    stats = do_export(run, "sft", "jsonl", tmp_path / "o" / "sft.jsonl")
+    texts = [json.loads(x)["messages"][-1]["content"] for x in (tmp_path / "o" / "sft.jsonl").read_text().splitlines()]
+    # rows 1, 2, 4 and 5 refuse in the same words (row 4 with other case and spacing): the first is kept
+    assert texts == ["Here is a real answer number 0.", "I can't help with that.", "Here is a real answer number 3."]
+    assert stats["left_out"].duplicates == 3 and stats["rows"] == 3
+    card = (tmp_path / "o" / "README.md").read_text()
+    assert "3 left out: the chosen text duplicates an earlier row's" in card
+    kept = do_export(run, "sft", "jsonl", tmp_path / "k" / "sft.jsonl", keep_duplicates=True)
+    assert kept["rows"] == 6 and "kept (--keep-duplicates)" in (tmp_path / "k" / "README.md").read_text()
 
 
 def test_all_rounds_keeps_generations_without_rounds(tmp_path):
@@ -153,3 +190,28 @@ def test_trl_runs_one_step_on_each_export(run_dir, tmp_path, model_path):
     t = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), processing_class=tok, train_dataset=ds,
                    args=DPOConfig(output_dir=str(tmp_path / "o2"), max_length=128, **common), peft_config=lora)
     assert t.train().global_step == 1
+
+
+def test_min_confidence_keeps_only_pairs_the_judge_was_sure_of(tmp_path):
+    from cai.export import export as do_export
+    from cai.records import PreferenceRecord
+
+    run = _collapsed_run(tmp_path)
+    prefs = [PreferenceRecord(id=f"p{i}", prompt=[{"role": "user", "content": f"q{i}"}], chosen=f"good {i}",
+                              rejected=f"bad {i}", p_chosen=p, judgements=[], strategy="revision", source_ids=[f"g{i}"],
+                              chosen_flags=[], rejected_flags=[])
+             for i, p in enumerate([0.55, 0.6, 0.7, 0.95, 0.56])]
+    (run / "preferences.jsonl").write_text("".join(p.model_dump_json() + "\n" for p in prefs))
+    res = CliRunner().invoke(main, ["export", str(run), "--format", "dpo", "--out", str(tmp_path / "d.jsonl"),
+                                    "--min-confidence", "0.1"])
+    assert res.exit_code == 0, res.output
+    kept = [json.loads(x)["p_chosen"] for x in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert kept == [0.6, 0.7, 0.95]
+    assert "3 left out" not in res.output and "2 left out: the judge's confidence" in res.output
+    card = (tmp_path / "README.md").read_text()
+    assert "pairs with abs(p_chosen - 0.5) < 0.1 left out: 2" in card
+    stats = do_export(run, "kto", "jsonl", tmp_path / "k.jsonl", min_confidence=0.3)
+    assert stats["rows"] == 2 and stats["left_out"].unconfident == 4  # the 0.95 pair, as two rows
+    res = CliRunner().invoke(main, ["export", str(run), "--format", "sft", "--out", str(tmp_path / "s.jsonl"),
+                                    "--min-confidence", "0.1"])
+    assert res.exit_code == 2 and "--min-confidence applies to judged pairs" in res.output

@@ -17,13 +17,18 @@ from cai.export import FORMATS
 @click.option("--keep-flagged", is_flag=True, help="Keep rows whose final (SFT) or chosen (DPO) answer the quality checks flagged.")
 @click.option("--filter", "filter_", type=click.Choice(["none", "judged"]), default="none", show_default=True,
               help="SFT: `judged` keeps only rows whose final revision the judge preferred over the initial answer.")
-def export(run_dir, fmt, to, out, all_rounds, keep_flagged, filter_) -> None:
+@click.option("--keep-duplicates", is_flag=True,
+              help="Keep rows whose chosen text (SFT: the answer) repeats an earlier row's; left out by default.")
+@click.option("--min-confidence", type=click.FloatRange(0, 0.5), default=None,
+              help="DPO/KTO: keep only pairs with |p_chosen - 0.5| at least this; the card counts the rest.")
+def export(run_dir, fmt, to, out, all_rounds, keep_flagged, filter_, keep_duplicates, min_confidence) -> None:
     """Export a run folder as SFT, DPO or KTO data."""
-    from cai.export import export as do_export
-
     from pathlib import Path
 
-    stats = do_export(run_dir, fmt, to, out, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter_)
+    from cai.export import export as do_export
+
+    stats = do_export(run_dir, fmt, to, out, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter_,
+                      keep_duplicates=keep_duplicates, min_confidence=min_confidence)
     click.echo(f"export: {stats['rows']} {fmt} rows -> {stats['path']} (sha256 {stats['sha256'][:16]}…)")
     for line in stats["left_out"].lines():
         click.echo(f"  {line}")
