@@ -515,16 +515,19 @@ def _judge(cfg: IterateConfig, paths: Paths, progress: bool) -> dict:
 
 def usable_rows(cfg: IterateConfig, run: Path) -> tuple[int, list[str]]:
     """How many rows `method` would train on from the run folder (flagged and tied pairs left out)."""
-    from cai.export import LeftOut, build_rows
+    from cai.export import LeftOut, iter_rows
 
     if cfg.method == "dpo" and not (run / "preferences.jsonl").exists():
         return 0, []
     left = LeftOut()
     keep = bool((cfg.train.get("cai") or {}).get("keep_flagged") or cfg.train.get("keep_flagged"))
-    rows = build_rows(run, cfg.method, keep_flagged=keep, left_out=left)
-    if cfg.method == "kto" and len({r["label"] for r in rows}) < 2:
+    n, labels = 0, set()
+    for r in iter_rows(run, cfg.method, keep_flagged=keep, left_out=left):  # counted, never held
+        n += 1
+        labels.add(r.get("label"))
+    if cfg.method == "kto" and len(labels) < 2:
         return 0, left.lines()
-    return len(rows), left.lines()
+    return n, left.lines()
 
 
 def _train(cfg: IterateConfig, policy: str, paths: Paths, log: Callable[[str], None]) -> dict:
