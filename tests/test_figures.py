@@ -199,3 +199,35 @@ def test_preference_rows_carry_both_answers_flags(tmp_path):
     assert pref["chosen_flags"] == gen["initial_flags"] and pref["rejected_flags"] == gen["flags"]
     # a flipped pair's probabilities are about (chosen, rejected), as a pair that was not flipped
     assert pref["meta"]["p_first"] > 0.5 and pref["meta"]["p_second"] > 0.5
+
+
+def test_confidence_figures_by_hand():
+    """by_confidence, ece and brier of a small labelled set, computed by hand."""
+    rows, verdicts = [], []
+    spec = [(0.58, "a"), (0.42, "a"), (0.54, "b"), (0.65, "a"), (0.9, "a"), (0.1, "b"), (0.15, "a"), (0.5, "b")]
+    for i, (p, label) in enumerate(spec):
+        rows.append({"id": str(i), "response_a": "x", "response_b": "y", "label": label})
+        verdicts.append(PairVerdict(p_a=p, p_first=p, p_second=p, judgements=[]))
+    cal = score(rows, verdicts, 0.05, source="x", sha256="y")
+    # decided: 0.58 (c .08, right), 0.42 (.08, wrong), 0.65 (.15, right), 0.9 (.4, right), 0.1 (.4, right),
+    # 0.15 (.35, wrong); 0.54 and 0.5 are ties
+    assert {k: (v["n"], v["agreement"]) for k, v in cal.by_confidence.items()} == {
+        "0.05-0.1": (2, 0.5), "0.1-0.2": (1, 1.0), "0.3-0.5": (3, 0.6667)}
+    conf = {"0.05-0.1": (0.58 + 0.58) / 2, "0.1-0.2": 0.65, "0.3-0.5": (0.9 + 0.9 + 0.85) / 3}
+    acc = {"0.05-0.1": 0.5, "0.1-0.2": 1.0, "0.3-0.5": 2 / 3}
+    n = {"0.05-0.1": 2, "0.1-0.2": 1, "0.3-0.5": 3}
+    ece = sum(abs(acc[k] - conf[k]) * n[k] for k in n) / 6
+    assert cal.ece == pytest.approx(ece, abs=1e-4)
+    truth = [float(lab == "a") for _, lab in spec]
+    assert cal.brier == pytest.approx(sum((p - y) ** 2 for (p, _), y in zip(spec, truth)) / 8, abs=1e-4)
+    assert cal.confidence_informative is None  # no two buckets of 5 pairs: not measurable
+
+
+def test_confidence_is_informative_only_past_the_buckets_noise():
+    from cai.judge.figures import confidence_figures
+
+    sure = [(0.9, "a", "a")] * 20  # confident and right
+    unsure = [(0.56, "a", "a")] * 10 + [(0.56, "a", "b")] * 10  # hesitant and a coin flip
+    assert confidence_figures(sure + unsure)["confidence_informative"] is True
+    flat = [(0.9, "a", "a")] * 10 + [(0.9, "a", "b")] * 10
+    assert confidence_figures(flat + unsure)["confidence_informative"] is False

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from cai.errors import UsageError
 from cai.judge.pairfile import read_labelled_pairs
 from cai.judge.pairwise import Judge, PairInput
-from cai.judge.figures import MIN_AGREEMENT, PositionTally, fmt, longer_wins, ratio
+from cai.judge.figures import MIN_AGREEMENT, PositionTally, confidence_figures, fmt, longer_wins, ratio
 from cai.judge.verdict import PairVerdict
 from cai.models import sha256_file
 from cai.resources import bundled_file
@@ -53,6 +53,12 @@ class CalibrationFigures(BaseModel):
     undecided_orders: float | None = Field(
         None, description="Share of asked pairs undecided (a tie) in at least one order.")
     longer_wins: float | None = Field(description="Share of decided pairs won by the longer response.")
+    by_confidence: dict[str, dict] | None = Field(
+        None, description="Decided pairs in buckets of |p - 0.5|: n, agreement and its 95% interval.")
+    ece: float | None = Field(None, description="Expected calibration error of the decided pairs' confidence.")
+    brier: float | None = Field(None, description="Mean squared error of p against the 0/1 label, every pair.")
+    confidence_informative: bool | None = Field(
+        None, description="Agreement rises with confidence past the buckets' 95% intervals (None: not measurable).")
     ties: int = 0
     n: int
     source: str
@@ -67,8 +73,10 @@ def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: floa
     tally = PositionTally(threshold)
     won: list[tuple[str, str]] = []
     kinds: dict[str, list[float]] = {}
+    calls: list[tuple[float, str, str]] = []
     for row, v in zip(rows, verdicts):
         w = v.winner(threshold)  # what `cai judge --pairs` writes as `winner`
+        calls.append((v.p_a, w, row["label"]))
         if w == "tie":
             ties += 1
             mark = 0.5
@@ -87,7 +95,7 @@ def score(rows: Sequence[dict], verdicts: Sequence[PairVerdict], threshold: floa
         balanced_agreement=round(sum(f.agreement for f in by_kind.values()) / len(by_kind), 4) if by_kind else None,
         by_kind=by_kind or None,
         position_consistency=tally.position_consistency, undecided_orders=tally.undecided_orders,
-        longer_wins=longer_wins(won), ties=ties, n=n, source=source, sha256=sha256)
+        longer_wins=longer_wins(won), **confidence_figures(calls), ties=ties, n=n, source=source, sha256=sha256)
 
 
 def floor_figure(cal: dict) -> tuple[float | None, str]:
@@ -215,6 +223,11 @@ def calibration_lines(cal: dict | None) -> list[str]:
         kinds = ", ".join(f"{k} {fmt(f['agreement'])}" for k, f in cal["by_kind"].items())
         out.append(f"                     by kind: {kinds}; mean over kinds {fmt(cal.get('balanced_agreement'))} "
                    "(the floor's figure)")
+    if cal.get("by_confidence") is not None:
+        buckets = ", ".join(f"{k} {fmt(f['agreement'])} (n={f['n']})" for k, f in cal["by_confidence"].items())
+        informative = {True: "yes", False: "no", None: "not measurable"}[cal.get("confidence_informative")]
+        out.append(f"                     confidence: ece {fmt(cal.get('ece'))}, brier {fmt(cal.get('brier'))}; "
+                   f"agreement by |p - 0.5|: {buckets or 'no decided pairs'}; rises with confidence: {informative}")
     if cal.get("easy"):
         e = cal["easy"]
         out.append(f"                     easy tier: agreement {fmt(e['agreement'])} on {e['n']} clear-cut pairs")

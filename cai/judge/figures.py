@@ -104,3 +104,57 @@ def longer_wins(decided_pairs: Iterable[tuple[str, str]]) -> float | None:
     for win, lose in decided_pairs:
         tally.add(win, lose)
     return tally.longer_wins
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of a share k/n (sound at small n and near 0 or 1)."""
+    if not n:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+# Buckets of a decided verdict's confidence |p - 0.5|: the lowest holds what a threshold under 0.05
+# lets through; the top one is wide because a well-used judge has few verdicts past 0.8.
+CONFIDENCE_EDGES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+# A bucket this small says nothing about a trend: left out of the informativeness check.
+MIN_BUCKET = 5
+
+
+def confidence_figures(verdicts: Iterable[tuple[float, str | None, str]]) -> dict:
+    """Whether a judge's confidence is worth anything, from (p_a, winner or "tie", label) per pair.
+
+    by_confidence: the decided pairs in buckets of |p - 0.5|, each with n, agreement and its 95%
+    Wilson interval. ece: expected calibration error, |agreement - mean confidence of the chosen
+    side (0.5 + |p - 0.5|)| per bucket, weighted by its size. brier: mean (p_a - [label is a])^2 over
+    every pair, ties included. confidence_informative: True when some bucket's interval lies wholly
+    above a less confident bucket's (agreement rises with confidence by more than the buckets'
+    noise allows), False when buckets of at least MIN_BUCKET pairs exist and none does, None when
+    fewer than two such buckets exist (not measurable)."""
+    buckets = [{"lo": lo, "hi": hi, "n": 0, "right": 0, "conf": 0.0}
+               for lo, hi in zip(CONFIDENCE_EDGES, CONFIDENCE_EDGES[1:])]
+    brier = 0.0
+    n = 0
+    for p_a, winner, label in verdicts:
+        n += 1
+        brier += (p_a - float(label == "a")) ** 2
+        if winner not in ("a", "b"):
+            continue
+        c = abs(p_a - 0.5)
+        b = next((b for b in buckets if c < b["hi"]), buckets[-1])
+        b["n"] += 1
+        b["right"] += winner == label
+        b["conf"] += 0.5 + c
+    decided = sum(b["n"] for b in buckets)
+    table = {f"{b['lo']:g}-{b['hi']:g}": {"n": b["n"], "agreement": ratio(b["right"], b["n"]),
+                                           "interval": wilson(b["right"], b["n"])}
+             for b in buckets if b["n"]}
+    ece = (round(sum(abs(b["right"] / b["n"] - b["conf"] / b["n"]) * b["n"] for b in buckets if b["n"]) / decided, 4)
+           if decided else None)
+    solid = [f for f in table.values() if f["n"] >= MIN_BUCKET]
+    informative = (None if len(solid) < 2 else
+                   any(hi["interval"][0] > lo["interval"][1] for i, lo in enumerate(solid) for hi in solid[i + 1:]))
+    return {"by_confidence": table, "ece": ece, "brier": round(brier / n, 4) if n else None,
+            "confidence_informative": informative}
