@@ -29,7 +29,11 @@ def _parse_set(values: tuple[str, ...]) -> dict:
 def common_options(f):
     """Flags every stage takes; each is None unless given, so the recipe's value stands."""
     opts = [
-        click.option("--data", required=True, help="Training data: .jsonl/.json/.parquet, a datasets folder, or a run folder."),
+        click.option("--data", multiple=True, metavar="PATH[:WEIGHT]",
+                     help="Training data: .jsonl/.json/.parquet, a datasets folder, or a run folder. sft, dpo, kto: "
+                          "repeat it to mix sources, each with a weight, its share of the rows (--data runs/cai:0.7 "
+                          "--data helpful.jsonl:0.3), or PATH:rows=N for exactly N rows [default: the recipe's "
+                          "datasets: list]."),
         click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Starting model: a known name or a model folder (any `cai train` output)."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder: the model, its card, logs, checkpoints."),
         click.option("--config", "config", default=None, help="Recipe YAML (or a bundled recipe name, e.g. sft-gpu) over the bundled default."),
@@ -53,10 +57,21 @@ def common_options(f):
     return f
 
 
+# Flags of the stages that mix sources (sft, dpo, kto: cai/train/mix.py).
+MIX_OPTIONS = (
+    click.option("--mix-rows", "mix_rows", type=click.IntRange(1), default=None,
+                 help="Training rows of a weighted mix, split by the weights [default: the largest mix that repeats "
+                      "no row]."),
+    click.option("--oversample", "oversample", is_flag=True, default=None,
+                 help="A source asked for more rows than it holds (its share of --mix-rows, or rows=N) repeats rows "
+                      "[default: a share is capped at the source's rows, rows=N is refused]."),
+)
+
+
 def _run(stage: str, flags: dict) -> None:
     from cai.train import run_stage, summary_lines
 
-    data, model, out = flags.pop("data"), flags.pop("model"), flags.pop("out")
+    data, model, out = list(flags.pop("data")) or None, flags.pop("model"), flags.pop("out")
     config, resume, device = flags.pop("config"), flags.pop("resume"), flags.pop("device")
     overrides = _parse_set(flags.pop("set_"))
     renamed = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
@@ -85,7 +100,7 @@ def _command(spec) -> click.Command:
         _run(spec.name, flags)
 
     f = run
-    for opt in reversed(spec.options):
+    for opt in reversed(spec.options + (MIX_OPTIONS if spec.convert else ())):
         f = opt(f)
     return click.command(name=spec.name, help=spec.help)(common_options(f))
 

@@ -19,17 +19,21 @@ from cai.train.recipe import load_recipe
 __all__ = ["load_recipe", "run_stage", "summary_lines"]
 
 
-def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrides: dict | None = None,
+def run_stage(stage: str, data, model: str, out: str | Path, overrides: dict | None = None,
               config: str | Path | None = None, *, resume: bool = False, device: str | None = None,
               log=print) -> dict:
     """Train one stage and write DIR; returns the final metrics (also in DIR/metrics.json).
+
+    `data`: a path, a `PATH:WEIGHT` string or a list of them (a mix, cai/train/mix.py), or None for
+    the recipe's `datasets:` list.
 
     `overrides` holds TRL config fields and `cai:` settings by name (flat), applied over the
     bundled recipe for `device` ("cpu"/"gpu", default: gpu where CUDA is available) and `config`.
     """
     from cai.models import resolve
     from cai.train import card, memory, output
-    from cai.train.data import read_data, rows_over
+    from cai.train.data import rows_over
+    from cai.train.mix import training_data
     from cai.train.registry import get_stage
     from cai.train.stage import Job
     from cai.train.weights import load_tokenizer, save_model
@@ -37,14 +41,13 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
     spec = get_stage(stage)
     recipe = load_recipe(stage, config, overrides, device=device)
     memory.apply(recipe.cai, log)  # before anything large is allocated
-    model_dir = resolve(model, merge_adapters=False)
-    raw, info = read_data(data, spec.data, fallback=spec.fallback, keep_flagged=recipe.cai.keep_flagged,
-                          filter=getattr(recipe.cai, "filter", "none"))
+    # The data before the model: a source of the wrong kind is exit 2 before anything loads.
+    rows, info = training_data(spec, data, recipe, log)
     for line in info.left_out:
         log(f"data: {line}")
-    rows = spec.rows(raw, f"--data {data}")
     if not rows:
-        raise UsageError(f"--data {data}: no rows to train on")
+        raise UsageError(f"--data {info.path}: no rows to train on")
+    model_dir = resolve(model, merge_adapters=False)
     out = Path(out)
     import transformers
 
@@ -65,7 +68,7 @@ def run_stage(stage: str, data: str | Path, model: str, out: str | Path, overrid
         log(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
 
-    extra = {"train_rows": len(rows), "rows_over_max_length": over, **job.extra}
+    extra = {"train_rows": len(rows), "rows_over_max_length": over, **job.extra, "data": info.record()}
     if spec.evaluate:
         extra.update(spec.evaluate(trainer, job))
     auto_cls = getattr(transformers, spec.model_class)

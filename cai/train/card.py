@@ -11,6 +11,48 @@ from cai.judge.figures import fmt
 from cai.train.data import DataInfo
 from cai.train.settings import Recipe
 
+
+def _left_out(data: DataInfo) -> str:
+    exported = "as exported (see the dataset card beside the data)"
+    if data.kind == "run folder":
+        return "; ".join(data.left_out) or "nothing"
+    if data.kind != "mix":
+        return exported
+    return "; ".join(f"`{s.name}`: " + (("; ".join(s.info.left_out) or "nothing") if s.kind == "run folder"
+                                          else "as exported") for s in data.sources if s.info is not None)
+
+
+def sources_table(data: DataInfo) -> list[str]:
+    """The card's `## Data sources`: each source, the file its sha256 is of, the rows it gave and its share."""
+    if not data.sources:
+        return []
+    lines = ["## Data sources", "",
+             "| source | kind | sha256 | rows taken | share |",
+             "|---|---|---|---|---|"]
+    for s in data.sources:
+        kind = s.kind + (f", split `{s.split}`" if s.split else "")
+        if s.kind == "run folder":
+            kind += f" (`{Path(s.file).name}`)"
+        elif s.file != s.path:
+            kind += f" (`{s.file}`)"
+        lines.append(f"| `{s.name}` | {kind} | `{s.sha256}` | {s.taken_text()} | {s.share:.1%} |")
+    lines.append("")
+    if data.seed is not None:
+        repeats = " (past its size: every row once before any twice)" if any(s.repeated for s in data.sources) else ""
+        text = (f"Each source sampled without replacement{repeats}, then mixed and shuffled, with seed {data.seed}; "
+                f"the mix's size: {data.mix_rule}.")
+        capped = ", ".join(f"`{s.name}`" for s in data.sources if s.capped)
+        if capped:
+            text += (f" **Capped**: {capped} held fewer rows than its share asked, and gave each once "
+                     "(`--oversample` repeats rows instead).")
+        lines.append(text)
+    else:
+        lines.append("Every row of the source, in its order.")
+    lines += ["", "Each training row's `source` column names its source; the sha256 is the file's "
+              "(for a run folder, of the file the stage reads from it).", ""]
+    return lines
+
+
 def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: DataInfo, recipe: Recipe,
                metrics: dict, trainer_name: str, rows: list[tuple[str, str]] = ()) -> Path:
     """`rows` are the stage's own lines of the table (its loss, its reward source, a held-out figure)."""
@@ -47,29 +89,33 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
         f"| data | `{data.path}` ({data.kind}, {data.rows} rows: {used}) |",
         f"| data sha256 | `{data.sha256}` |",
         f"| constitution | {constitution} |",
-        f"| left out of the data | {('; '.join(data.left_out) or 'nothing') if data.kind == 'run folder' else 'as exported (see the dataset card beside the data)'} |",
+        f"| left out of the data | {_left_out(data)} |",
         f"| method | {method} |",
         f"| weights saved | {metrics.get('saved', '?')}, {cai.save_dtype} |",
     ]
     lines += [f"| {label} | {value} |" for label, value in rows]
-    cal = data.judge_calibration
-    if cal:
+    calibrations = ([("judge calibration", data.judge_calibration)] if data.kind != "mix" else
+                    [(f"judge calibration (`{src.name}`)", src.info.judge_calibration)
+                     for src in data.sources if src.info is not None])
+    for label, cal in calibrations:
+        if not cal:
+            continue
         below = " (**below the floor**: the labels are close to chance)" if cal.get("below_floor") else ""
         figures = [f"agreement {fmt(cal.get('agreement'))}"] + [
-            f"{label} {fmt(cal[key])}" for key, label in (("position_consistency", "position consistency"),
-                                                           ("longer_wins", "longer wins")) if key in cal]
+            f"{name} {fmt(cal[key])}" for key, name in (("position_consistency", "position consistency"),
+                                                         ("longer_wins", "longer wins")) if key in cal]
         n = f", n={cal['n']}" if "n" in cal else ""
-        lines.append(f"| judge calibration | {', '.join(figures)}{n} on {cal.get('source', '?')}{below} |")
+        lines.append(f"| {label} | {', '.join(figures)}{n} on {cal.get('source', '?')}{below} |")
+    lines += [f"| code version | {code_version()} |", ""]
+    lines += sources_table(data)
     lines += [
-        f"| code version | {code_version()} |",
-        "",
         "## Final metrics",
         "",
         "| metric | value |",
         "|---|---|",
     ]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-              for k, v in metrics.items() if k not in ("output", "saved")]
+              for k, v in metrics.items() if k not in ("output", "saved", "data")]
     lines += ["", "## Recipe", "", f"Merged from: {' < '.join(recipe.sources)}.", "", "```yaml",
               yaml.safe_dump(recipe.as_dict(), sort_keys=False).rstrip(), "```", ""]
     card = out / "README.md"

@@ -2,13 +2,15 @@
 
 A run folder is exported on the fly, as `cai export` would, in the data kind the stage declares;
 the hash recorded is the file's sha256 for a file and the export's row hash otherwise, the same
-figure `cai export` writes in its dataset card.
+figure `cai export` writes in its dataset card. Several sources mixed with weights are
+`cai/train/mix.py`'s; each source's line of the card is a `SourceInfo`.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,66 @@ class DataInfo:
     constitution_sha256: str | None = None
     left_out: list[str] = field(default_factory=list)  # what the export from a run folder left out, and why
     judge_calibration: dict | None = None
+    sources: list[SourceInfo] = field(default_factory=list)  # the card's sources table (one line at least)
+    seed: int | None = None  # the seed the mix was drawn with (None: one source taken whole, in its order)
+    mix_rule: str | None = None  # what set the mix's size
+
+    def record(self) -> dict:
+        """What metrics.json records under `data`."""
+        out: dict[str, Any] = {"rows": sum(s.taken for s in self.sources) if self.sources else self.rows,
+                               "sha256": self.sha256}
+        if self.seed is not None:
+            out["seed"], out["mix"] = self.seed, self.mix_rule
+        out["sources"] = [s.record() for s in self.sources]
+        return out
+
+
+@dataclass
+class SourceInfo:
+    """One source of the training rows: where from, its hash, how many rows it gave and its share."""
+
+    name: str  # the `source` column of its rows
+    path: str
+    kind: str  # file, datasets folder, run folder
+    file: str  # what `sha256` is the hash of (for a run folder: the file the stage reads from it)
+    sha256: str
+    available: int  # training rows it holds (after the stage's conversion: KTO splits a pair in two)
+    taken: int = 0  # training rows drawn from it
+    share: float = 0.0  # taken / all training rows
+    weight: float | None = None
+    rows: int | None = None  # `rows: N` asked
+    split: str | None = None
+    asked: int | None = None  # rows its weight asked for, when that was more than it holds
+    repeated: bool = False  # rows drawn more than once (--oversample)
+    capped: bool = False  # its weight asked for more rows than it holds; all of them taken once
+    info: DataInfo | None = field(default=None, repr=False)  # the source read alone (constitution, left out, judge)
+
+    def record(self) -> dict:
+        out = {"name": self.name, "path": self.path, "kind": self.kind, "file": self.file, "sha256": self.sha256,
+               "available": self.available, "taken": self.taken, "share": round(self.share, 6)}
+        for key in ("weight", "rows", "split", "asked"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.repeated:
+            out["oversampled"] = True
+        if self.capped:
+            out["capped"] = True
+        return out
+
+    def taken_text(self) -> str:
+        """`428 of 100000 (weight 0.3)`, with what capped or repeated it."""
+        asked = (f"weight {self.weight:g}" if self.weight is not None else
+                 f"rows: {self.rows}" if self.rows is not None else "whole")
+        text = f"{self.taken} of {self.available} ({asked})"
+        if self.capped:
+            text += f"; **capped**: its share asked {self.asked}"
+        if self.repeated:
+            text += f"; **oversampled**: rows repeated up to {-(-self.taken // max(self.available, 1))}x"
+        return text
 
 
 
-def constitution_of(rows: list[dict]) -> tuple[str | None, str | None]:
+def constitution_of(rows: Iterable[dict]) -> tuple[str | None, str | None]:
     """(name, sha256) from the `constitution`/`constitution_sha256` columns `cai export` writes;
     several constitutions are listed comma-separated, rows without the columns give (None, None)."""
     pairs = dict.fromkeys((str(r.get("constitution") or "?"), str(r["constitution_sha256"]))
@@ -44,14 +102,91 @@ def constitution_of(rows: list[dict]) -> tuple[str | None, str | None]:
 def read_data(data: str | Path, fmt: Format, *, fallback: Format | None = None,
               keep_flagged: bool = False, filter: str = "none") -> tuple[list[dict], DataInfo]:
     rows, info = _read_data(data, fmt, fallback=fallback, keep_flagged=keep_flagged, filter=filter)
+    provenance(info, lambda: rows)
+    return rows, info
+
+
+def provenance(info: DataInfo, rows: Callable[[], Iterable[dict]]) -> None:
+    """Fill the constitution and the judge's calibration from the provenance columns `cai export`
+    writes, where the source itself (a run folder's run.yaml) did not say. `rows()` gives the rows
+    again for each pass (an Arrow-backed source reads just those columns)."""
     if info.constitution_sha256 is None:  # an exported file or datasets folder: its provenance columns say
-        info.constitution_name, info.constitution_sha256 = constitution_of(rows)
+        info.constitution_name, info.constitution_sha256 = constitution_of(rows())
     if info.judge_calibration is None:
-        agreements = {r["judge_agreement"] for r in rows if isinstance(r.get("judge_agreement"), (int, float))}
+        agreements = {r["judge_agreement"] for r in rows() if isinstance(r.get("judge_agreement"), (int, float))}
         if len(agreements) == 1:
             info.judge_calibration = {"agreement": agreements.pop(), "source": "the data's judge_agreement column",
-                                      "below_floor": any(r.get("judge_below_floor") for r in rows)}
-    return rows, info
+                                      "below_floor": any(r.get("judge_below_floor") for r in rows())}
+
+
+def stream_run_folder(path: str | Path, fmt: Format, *, fallback: Format | None = None, keep_flagged: bool = False,
+                      filter: str = "none") -> tuple[Iterator[dict], DataInfo]:
+    """A run folder's export rows as `cai export` streams them (exported as `fmt`, else as `fallback`
+    when the run has no preferences yet), and its DataInfo, whose hash (the export's row hash, as
+    `rows_sha256`), row count and left-out lines are complete once the rows are consumed."""
+    import hashlib
+
+    from cai.export import LeftOut, iter_rows
+    from cai.records import RunFolder
+
+    p = Path(path).expanduser()
+    run = RunFolder(p)
+    if fallback and fmt == "dpo" and not run.preferences.exists():
+        fmt = fallback
+    info = DataInfo(str(p), "run folder", "", 0)
+    meta = run.info()
+    if fmt == "dpo" or filter == "judged" or (fmt == "kto" and run.preferences.exists()):
+        info.judge_calibration = meta.get("judge_calibration")
+    info.constitution_name = meta.get("constitution_name")
+    info.constitution_sha256 = meta.get("constitution_sha256")
+
+    def rows() -> Iterator[dict]:
+        left, h, n = LeftOut(), hashlib.sha256(), 0
+        for r in iter_rows(p, fmt, keep_flagged=keep_flagged, filter=filter if fmt == "sft" else "none",
+                           left_out=left):
+            h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
+            n += 1
+            yield r
+        info.sha256, info.rows, info.left_out = h.hexdigest(), n, left.lines()
+
+    return rows(), info
+
+
+def run_folder_file(path: str | Path, fmt: Format, fallback: Format | None = None) -> Path:
+    """The file of a run folder a stage reading `fmt` rows reads (the one its card hashes)."""
+    from cai.records import RunFolder
+
+    run = RunFolder(Path(path).expanduser())
+    if fmt == "dpo" and fallback and not run.preferences.exists():
+        fmt = fallback
+    return run.preferences if fmt == "dpo" or (fmt == "kto" and run.preferences.exists()) else run.generations
+
+
+def is_run_folder(path: str | Path) -> bool:
+    p = Path(path).expanduser()
+    return p.is_dir() and (p / "generations.jsonl").exists()
+
+
+def train_dataset(rows):
+    """The rows as a `datasets.Dataset` for a TRL trainer (an Arrow-backed mix is one already)."""
+    from datasets import Dataset
+
+    return rows if isinstance(rows, Dataset) else Dataset.from_list(rows)
+
+
+def fingerprint(ds, *parts: str) -> str:
+    """The fingerprint of a `ds.map` result, so `datasets` need not hash the function (it warns when
+    it cannot): the input's own fingerprint and what the map does."""
+    import hashlib
+
+    return hashlib.sha256("|".join([ds._fingerprint, *parts]).encode()).hexdigest()[:16]
+
+
+def column(rows, key: str) -> list:
+    """One column of the training rows, a list of dicts or a `datasets.Dataset`."""
+    from datasets import Dataset
+
+    return list(rows[key]) if isinstance(rows, Dataset) else [r[key] for r in rows]
 
 
 def _read_data(data: str | Path, fmt: Format, *, fallback: Format | None = None,
@@ -64,23 +199,8 @@ def _read_data(data: str | Path, fmt: Format, *, fallback: Format | None = None,
     """
     p = Path(data).expanduser()
     if p.is_dir() and (p / "generations.jsonl").exists():
-        from cai.export import build_rows, rows_sha256
-        from cai.records import RunFolder
-
-        run = RunFolder(p)
-        from cai.export import LeftOut
-
-        if fallback and fmt == "dpo" and not run.preferences.exists():
-            fmt = fallback
-        left = LeftOut()
-        rows = build_rows(p, fmt, keep_flagged=keep_flagged, filter=filter if fmt == "sft" else "none", left_out=left)
-        info = DataInfo(str(p), "run folder", rows_sha256(rows), len(rows), left_out=left.lines())
-        meta = run.info()
-        if fmt == "dpo" or filter == "judged" or (fmt == "kto" and run.preferences.exists()):
-            info.judge_calibration = meta.get("judge_calibration")
-        info.constitution_name = meta.get("constitution_name")
-        info.constitution_sha256 = meta.get("constitution_sha256")
-        return rows, info
+        stream, info = stream_run_folder(p, fmt, fallback=fallback, keep_flagged=keep_flagged, filter=filter)
+        return list(stream), info
     if p.is_dir():
         from datasets import DatasetDict, load_from_disk
 
@@ -126,18 +246,19 @@ def _messages(value: Any, role: str, where: str) -> list[dict]:
     raise UsageError(f"{where}: expected a list of {{role, content}} messages or a string")
 
 
-def sft_rows(rows: list[dict], where: str) -> list[dict]:
+def sft_rows(rows: list[dict], where: str, start: int = 0) -> list[dict]:
+    """`start`: the number of rows before these (a batch of a larger source), for the row numbers of errors."""
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows, start):
         if "messages" not in r:
             raise UsageError(f"{where}: row {i + 1} has no `messages` (SFT rows are {{\"messages\": [...]}})")
         out.append({"messages": _messages(r["messages"], "user", f"{where} row {i + 1}")})
     return out
 
 
-def preference_rows(rows: list[dict], where: str) -> list[dict]:
+def preference_rows(rows: list[dict], where: str, start: int = 0) -> list[dict]:
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows, start):
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in r]
         if missing:
             raise UsageError(f"{where}: row {i + 1} lacks {', '.join(missing)} "
@@ -148,11 +269,11 @@ def preference_rows(rows: list[dict], where: str) -> list[dict]:
     return out
 
 
-def kto_rows(rows: list[dict], where: str) -> list[dict]:
+def kto_rows(rows: list[dict], where: str, start: int = 0) -> list[dict]:
     """Unpaired rows `{"prompt", "completion", "label"}` as TRL's KTOTrainer reads them (label true:
     desirable). A preference row gives two: its chosen answer desirable, its rejected one not."""
     out = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows, start):
         at = f"{where} row {i + 1}"
         if "label" in r and "completion" in r and "prompt" in r:
             if not isinstance(r["label"], bool):

@@ -17,13 +17,13 @@ from pydantic import Field
 
 from cai.errors import UsageError
 from cai.models import is_adapter_only
-from cai.train.data import preference_rows
-from cai.train.settings import Recipe, Settings
+from cai.train.data import preference_rows, train_dataset
+from cai.train.settings import MixSettings, Recipe
 from cai.train.stage import Job, Stage
 from cai.train.weights import load_full, model_arg
 
 
-class DpoSettings(Settings):
+class DpoSettings(MixSettings):
     ref_model: str | None = Field(None, description="dpo, kto: reference model (default: the starting model).")
 
 
@@ -96,7 +96,6 @@ def reference_once_if_cheaper(job: Job) -> None:
 
 def with_reference(trainer_cls, job: Job):
     """A TRL preference trainer (DPO, KTO) on the job's rows, with its reference model."""
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM
 
     reference_once_if_cheaper(job)
@@ -104,7 +103,7 @@ def with_reference(trainer_cls, job: Job):
         model=model_arg(job.model_dir, AutoModelForCausalLM, job.args),
         ref_model=ref_model(job, AutoModelForCausalLM),
         args=job.args,
-        train_dataset=Dataset.from_list(job.rows),
+        train_dataset=train_dataset(job.rows),
         processing_class=job.tokenizer,
         peft_config=job.peft_config("CAUSAL_LM"),
     )
@@ -141,4 +140,6 @@ STAGE = Stage(
     ),
     card_rows=card_rows,
     check=lambda recipe: check_losses(recipe, "DPOConfig"),
+    columns=(("prompt", "chosen", "rejected"),),
+    convert=preference_rows,
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 
 from cai.errors import UsageError
-from cai.train.data import kto_rows
+from cai.train.data import column, kto_rows
 from cai.train.dpo import DpoSettings, check_losses, losses_used, with_reference
 from cai.train.settings import Recipe
 from cai.train.stage import Job, Stage
@@ -40,8 +40,9 @@ def check(recipe: Recipe) -> None:
 def build(job: Job):
     from trl import KTOTrainer
 
-    good = sum(1 for r in job.rows if r["label"])
-    weights = class_weights(job.rows)
+    labels = column(job.rows, "label")
+    good = sum(1 for label in labels if label)
+    weights = class_weights([{"label": label} for label in labels])
     if not {"desirable_weight", "undesirable_weight"} & set(job.recipe.trl):
         job.args.desirable_weight, job.args.undesirable_weight = weights
     job.extra.update({"loss_type": losses_used(job.recipe, "kto"), "desirable_rows": good,
@@ -83,4 +84,6 @@ STAGE = Stage(
     ),
     card_rows=card_rows,
     check=check,
+    columns=(("prompt", "completion", "label"), ("prompt", "chosen", "rejected")),
+    convert=kto_rows,
 )

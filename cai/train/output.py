@@ -89,6 +89,9 @@ def summary_lines(m: dict) -> list[str]:
             lines.append(f"{label}: {m[f'first_{name}']:.4f} → {m[f'last_{name}']:.4f}")
     if "heldout_accuracy" in m:
         lines.append(f"held-out pairwise accuracy: {m['heldout_accuracy']:.3f} on {m['heldout_pairs']} pairs")
+    sources = (m.get("data") or {}).get("sources") or []
+    if len(sources) > 1:
+        lines.append("data: " + ", ".join(f"{s['name']} {s['taken']} ({s['share']:.1%})" for s in sources))
     if "resumed_from" in m:
         lines.append(f"resumed from: {m['resumed_from']}")
     if m.get("rows_over_max_length"):

@@ -136,8 +136,14 @@ def load_recipe(stage: str, config: str | Path | None = None, overrides: dict | 
         layers.append(("flags", {k: v for k, v in overrides.items() if v is not None}))
     trl_all: dict = {}
     cai_all: dict = {}
+    datasets = None
     lr_from_user = False
     for i, (where, data) in enumerate(layers):
+        if "datasets" in data:  # the sources to train on (cai/train/mix.py): a later layer's list replaces one
+            from cai.train.mix import recipe_sources
+
+            data = dict(data)
+            datasets = [s.as_dict() for s in recipe_sources(data.pop("datasets"), where)]
         trl_part, cai_part = split_layer(data, where, owners.keys())
         # A layer that asks for epochs means epochs: an earlier layer's step cap would silently win.
         if "num_train_epochs" in trl_part and "max_steps" not in trl_part:
@@ -157,6 +163,6 @@ def load_recipe(stage: str, config: str | Path | None = None, overrides: dict | 
         trl_all["learning_rate"] = cai.full_learning_rate
     config_cls = spec.config_class(cai)
     trl_all = check_keys(config_cls, resolve_auto(trl_all), where, owners.keys())
-    recipe = Recipe(stage=stage, trl=trl_all, cai=cai, config_cls=config_cls, sources=sources)
+    recipe = Recipe(stage=stage, trl=trl_all, cai=cai, config_cls=config_cls, sources=sources, datasets=datasets)
     spec.check(recipe)
     return recipe

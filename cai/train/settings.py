@@ -46,6 +46,19 @@ class Settings(BaseModel):
         return self.model_dump()
 
 
+class MixSettings(Settings):
+    """The settings of a stage that mixes several sources (sft, dpo, kto; cai/train/mix.py)."""
+
+    mix_rows: int | None = Field(
+        None, ge=1, description="sft, dpo, kto with weighted sources: training rows of the whole mix, split by "
+        "the weights (default: the largest mix that repeats no row). A source whose share asks for more rows than "
+        "it holds gives all its rows once, unless `oversample`.")
+    oversample: bool = Field(
+        False, description="sft, dpo, kto: a source asked for more rows than it holds (its share of `mix_rows`, or "
+        "`rows: N`) repeats rows to give them (each row once before any twice) instead of being capped (a share) "
+        "or refused (`rows: N`).")
+
+
 @dataclass
 class Recipe:
     """A stage's merged and checked recipe, as `load_recipe` (recipe.py) builds it."""
@@ -55,9 +68,12 @@ class Recipe:
     cai: Any  # the stage's Settings
     config_cls: type  # the TRL config class these settings choose (the stage's `config_class`)
     sources: list[str] = field(default_factory=list)
+    # The recipe's `datasets:` list (`{path, weight | rows, split, name}` each, checked by cai/train/mix.py);
+    # a run records the sources it trained on here, so `--config DIR/recipe.yaml` repeats them.
+    datasets: list[dict] | None = None
 
     def as_dict(self) -> dict:
-        return {**self.trl, "cai": self.cai.recorded()}
+        return {**self.trl, **({"datasets": self.datasets} if self.datasets else {}), "cai": self.cai.recorded()}
 
     def trl_args(self, output_dir: str | Path, **extra):
         cls = self.config_cls

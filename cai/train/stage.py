@@ -43,6 +43,11 @@ class Stage:
     card_rows: Callable[[Any, dict], list[tuple[str, str]]] | None = None  # (settings, metrics) → card lines
     trainer_for: Callable[[Any], str] | None = None  # when the settings choose the trainer (rl: algorithm)
     check: Callable[[Recipe], None] = _no_check  # refuse a recipe TRL would only fail on later
+    # Mixing sources (cai/train/mix.py): a stage with `convert` reads every source as a `datasets.Dataset`
+    # and may mix several; one without (reward, rl) reads one source as a list of rows, through `rows`.
+    columns: tuple[tuple[str, ...], ...] = ()  # a source must have one of these sets of columns
+    convert: Callable[..., list[dict]] | None = None  # (rows, where, start) → trainer rows; batch by batch
+    finish: Callable[[Any], Any] | None = None  # the mixed Dataset → the one the trainer gets (sft: the split)
 
     def trainer_name(self, settings: Settings) -> str:
         return self.trainer_for(settings) if self.trainer_for else self.trainer
@@ -70,7 +75,7 @@ class Job:
     model: str  # as the user named it
     model_dir: Path
     tokenizer: Any
-    rows: list[dict]
+    rows: Any  # list[dict], or a datasets.Dataset (stages that mix sources); `train_dataset(rows)` gives TRL's
     data: DataInfo
     out: Path
     log: Any = print
