@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cai.backends.base import SamplingParams
 from cai.backends.registry import NAMES
@@ -108,6 +108,27 @@ class GenerateConfig(EngineConfig):
     reviser_model: str | None = Field(None, description="Model that writes critiques and revisions; default: --model.")
     reviser_backend: BackendName | None = Field(None, description="Engine of the reviser; default: the policy's.")
     reviser_base_url: str | None = Field(None, description="openai reviser: server URL(s), comma-separated.")
+    # Which prompts are generated (cai/dedup.py, cai/decontaminate.py), decided before any engine
+    # starts and the same in every shard: dedup, then decontamination, then the shard's share.
+    dedup: Literal["exact", "near", "none"] = Field("exact", description="Leave out duplicate prompts: exact (same "
+                                                    "text up to case, spacing and Unicode form), near (also MinHash "
+                                                    "Jaccard >= 0.8 of 3-token shingles) or none.")
+    decontaminate: list[str] = Field(default_factory=list, description="Prompt sets (eval sets) whose prompts, and "
+                                     "prompts overlapping them, are left out.")
+    shard: str | None = Field(None, description="I/N: only the prompts of shard I of N (by a hash of the prompt), "
+                              "for N jobs merged by `cai merge`.")
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _shard(cls, value):
+        from cai.inputs import parse_shard
+
+        if value is None:
+            return None
+        try:
+            return str(parse_shard(value))
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
 
     def _reviser_takes(self) -> set[str]:
         """The engine settings given that go to the reviser's engine rather than the policy's.

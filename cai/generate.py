@@ -5,6 +5,11 @@ the Batcher turns the requests of all prompts in flight into batched engine call
 when their prompt is done and flushed after every engine step, so a crash loses at most the chunk
 in flight, and a rerun skips every id already on disk.
 
+Which prompts are generated is decided first, in one streamed pass over the input and before
+any engine starts (cai/dedup.py): duplicates (`--dedup`), prompts overlapping eval sets
+(`--decontaminate`, cai/decontaminate.py), then, with `--shard I/N`, the share of shard I. The
+decisions depend only on the input and those options, so a resumed run and every shard agree.
+
 A sample whose answer, critique or revision request failed (the openai backend's
 `finish_reason="error"` after its retries) is not written: it is counted as failed, and a rerun of
 the same command retries it.
@@ -26,7 +31,8 @@ from cai.backends.base import Backend, overflow
 from cai.batching import Batcher
 from cai.config import GenerateConfig
 from cai.constitution import Constitution, load_constitution
-from cai.inputs import PromptRow, iter_prompts, messages_key, prompts_source
+from cai.dedup import Selection, Selector
+from cai.inputs import PromptRow, iter_prompts, messages_key, parse_shard, prompts_source
 from cai.errors import UsageError
 from cai.prompts import Templates
 from cai.quality import FLAGS, answer_flags, flag_line
@@ -55,6 +61,7 @@ class GenerateSummary:
     torn_line_repaired: bool = False
     engine_calls: int = 0
     window: Window | None = None  # prompts in flight, and how that was chosen
+    selection: Selection | None = None  # which prompts were left out before generating (dedup, eval sets, shard)
     errors: list[str] = field(default_factory=list)
     # Over every row of the run folder (a resumed run included): final answers, and every round.
     flag_counts: dict[str, int] = field(default_factory=dict)
@@ -72,6 +79,7 @@ class GenerateSummary:
             f"tokens         {self.tokens}",
             f"time           {self.seconds:.1f} s",
             *([f"window         {self.window.size} prompts in flight ({self.window.how})"] if self.window else []),
+            *(self.selection.lines() if self.selection else []),
             f"chatter        {self.cleaned} revisions cleaned, {self.empty_revisions} empty kept the previous answer",
             f"flags          {flag_line(self.flag_counts)}  (final answers of all {self.rows_total} rows)",
             f"round flags    {flag_line(self.round_flag_counts)}  (every revision)",
@@ -187,20 +195,33 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, reviser
     # Validate every input before the engine starts (one streamed pass, which also counts the rows
     # for the progress bar): a bad row 10,000 lines in should not cost a model load, and with
     # --on-bad-row fail nothing is written.
+    # The same pass decides which prompts are generated (dedup, decontamination, the shard), so
+    # that happens before any engine starts too.
+    decontaminator = None
+    if cfg.decontaminate:
+        from cai.decontaminate import Decontaminator
+
+        decontaminator = Decontaminator.from_files(cfg.decontaminate, prompt_field=cfg.prompt_field)
+    selector = Selector(cfg.dedup, decontaminator=decontaminator, shard=parse_shard(cfg.shard))
     bad: list[str] = []
     total = 0
-    for _ in iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row,
-                          limit=cfg.limit, on_skip=lambda e: bad.append(str(e))):
+    for row in iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row,
+                            limit=cfg.limit, on_skip=lambda e: bad.append(str(e))):
         total += 1
+        selector.add(row)
     for msg in bad[:20]:
         log(f"skipped bad row: {msg}")
     if total == 0:  # nothing to do is not a success, and no run folder is made for it
         source = prompts_source(cfg.prompts)
         raise UsageError(f"{source}: no usable prompt" + (f" ({len(bad)} bad rows skipped, the first: {bad[0]})"
                                                           if bad else " (the file has no rows)"))
+    selection = selector.finish(reread=lambda: iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field,
+                                                            on_bad_row=cfg.on_bad_row, limit=cfg.limit))
+    _log_selection(selection, log)
     cfg, model_folder = resolve_run_config(cfg, constitution, backend)
     run = RunFolder(cfg.run_dir)
-    summary = GenerateSummary(run_dir=run.path)
+    summary = GenerateSummary(run_dir=run.path, selection=selection)
+    summary.duplicates = selection.identical
     identity = run_identity(cfg, constitution, templates)
     ident_hash = record_id(identity)
     summary.bad_rows = len(bad)
@@ -221,23 +242,32 @@ def run_generate(cfg: GenerateConfig, *, backend: Backend | None = None, reviser
                 **({"model_path": str(model_folder)} if model_folder else {}),
                 "config": cfg.model_dump(mode="json"),
                 "identity_hash": ident_hash,
+                # Which prompts this run generates; the same in every shard of one sharded run.
+                "prompts_digest": selection.digest,
+                "dedup": selection.dedup_record(),
+                **({"decontaminated": selection.decontam_record()} if selection.decontaminator is not None else {}),
+                **({"shard": selection.shard_record()} if selection.shard else {}),
                 "constitution": constitution.model_dump(mode="json", exclude={"source"}),
             },
-            identity=("constitution_sha256", "model", "identity_hash"),
+            # A folder holds one shard's rows: resuming it as another shard would mix two.
+            identity=("constitution_sha256", "model", "identity_hash", "shard"),
             force_new=force_new,
         )
         with AppendWriter(run.generations) as writer:
             summary.torn_line_repaired = writer.repaired
             t0 = time.perf_counter()
-            if backend is None:
+            if selection.kept == 0:  # all left out (or another shard's): no engine to start
+                log("generate: no prompt left to generate (see the dedup, decontaminated and shard lines)")
+            elif backend is None:
                 log(f"starting {cfg.backend} backend with {cfg.model}")
                 backend = load_backend(cfg.backend, cfg.model, **cfg.backend_options())
-            if reviser is None and cfg.reviser_backend:
+            if selection.kept and reviser is None and cfg.reviser_backend:
                 log(f"starting {cfg.reviser_backend} backend with the reviser {cfg.reviser_model}")
                 reviser = load_backend(cfg.reviser_backend, cfg.reviser_model, **cfg.reviser_options())
             try:
-                _run_loop(cfg, backend, reviser or backend, constitution, templates, writer, summary, ident_hash,
-                          total, progress, log)
+                if selection.kept:
+                    _run_loop(cfg, backend, reviser or backend, constitution, templates, writer, summary, ident_hash,
+                              selection, progress, log)
             finally:
                 summary.seconds = time.perf_counter() - t0
                 summary.rows_total, summary.flag_counts, summary.round_flag_counts = count_run_flags(run.generations)
@@ -294,8 +324,18 @@ class _Failed:
     reason: str
 
 
-def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, summary, ident_hash, total, progress,
-              log) -> None:
+def _log_selection(selection: Selection, log: Callable[[str], None]) -> None:
+    """The first few prompts left out, each with the reason."""
+    for e in selection.skipped[:SHOWN_ERRORS]:
+        log(f"dedup: source row {e['source_row']} is a{'n' if e['kind'] == 'exact' else ''} {e['kind']} duplicate "
+            f"of row {e['duplicate_of']}; left out")
+    for e in selection.contaminated[:SHOWN_ERRORS]:
+        log(f"decontaminate: source row {e['source_row']} overlaps {', '.join(map(str, e['matches'][:3]))}; left out")
+
+
+def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, summary, ident_hash,
+              selection: Selection, progress, log) -> None:
+    total = selection.kept
     batcher = Batcher(backend)
     rbatcher = batcher if reviser_backend is backend else Batcher(reviser_backend)
     answer_params = cfg.answer.params(n=cfg.samples, seed=cfg.seed)
@@ -341,8 +381,12 @@ def _run_loop(cfg, backend, reviser_backend, constitution, templates, writer, su
 
     def jobs():
         seen: set[bytes] = set()
-        for row in iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row, limit=cfg.limit):
-            # Same messages, same ids: the copy would only be dropped at write time, unreported.
+        rows = iter_prompts(cfg.prompts, prompt_field=cfg.prompt_field, on_bad_row=cfg.on_bad_row, limit=cfg.limit)
+        for position, row in enumerate(rows):
+            if not selection.keep(position):  # a duplicate, an eval prompt, another shard's: not counted
+                continue
+            # Same messages, same ids: the copy would only be dropped at write time, unreported
+            # (with --dedup none; exact dedup has left such copies out already).
             key = messages_key(row.messages)
             if key in seen:
                 summary.duplicates += 1

@@ -14,7 +14,7 @@ import csv
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -342,3 +342,76 @@ def count_prompts(path: str | Path | None, *, prompt_field: str = "prompt", limi
             if limit is not None and n >= limit:
                 break
     return n
+
+
+def iter_records(path: str | Path, *, prompt_field: str = "prompt") -> Iterator[dict]:
+    """The raw records (dicts) of any prompt or data file cai reads (JSONL, CSV, Parquet, text, a
+    `datasets` folder), streamed; rows that are not objects (bad JSON, a bad CSV line) are left
+    out. For data whose rows are not prompts (an SFT export ends with the assistant's turn), where
+    `iter_prompts` would call the row bad."""
+    src, fmt = _source(path)
+    for _unit, _number, raw in _READERS[fmt](src, prompt_field):
+        if isinstance(raw, dict):
+            yield raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards: `cai generate --shard I/N` (and `cai judge --shard I/N`) take the rows whose stable key
+# falls in shard I. The key is a hash of the row itself, so the split needs no coordination between
+# the N jobs, and a job resumed any number of times takes the same rows.
+
+
+class Shard(NamedTuple):
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def record(self) -> dict[str, int]:
+        """As run.yaml records it."""
+        return {"index": self.index, "count": self.count}
+
+    def takes(self, key: str) -> bool:
+        return in_shard(key, self.index, self.count)
+
+
+def parse_shard(value: "str | Shard | dict | None") -> Shard | None:
+    """`I/N` (0 <= I < N) → Shard; a Shard or {index, count} passes through (checked); None stays None."""
+    if value is None or isinstance(value, Shard):
+        return value
+    if isinstance(value, dict):
+        try:
+            index, count = int(value["index"]), int(value["count"])
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"shard {value!r}: expected {{index: I, count: N}}") from None
+    else:
+        text = str(value).strip()
+        left, sep, right = text.partition("/")
+        try:
+            index, count = int(left), int(right)
+        except ValueError:
+            index = count = None
+        if not sep or index is None:
+            raise UsageError(f"--shard {text!r}: expected I/N, e.g. 0/4 (shard I of N, counted from 0)")
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {index}/{count}: I must be 0..N-1 and N at least 1 (shards are counted from 0)")
+    return Shard(index, count)
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard (0..count-1) that `key` falls in: int(sha256(key)) mod count."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest(), "big") % count
+
+
+def in_shard(key: str, index: int, count: int) -> bool:
+    """Whether the row with stable id `key` (a record id, a prompt key) belongs to shard `index` of
+    `count`. Depends on nothing but the key: every job computes the same split on its own."""
+    return count <= 1 or shard_of(key, count) == index
+
+
+def prompt_key(messages: list[dict[str, str]]) -> str:
+    """The stable id `cai generate --shard` splits prompts by: the hex of `messages_key`, the digest
+    the prompt's record ids are made from (equal messages, equal key, so a prompt and its identical
+    copies land in one shard). It does not depend on the run's settings."""
+    return messages_key(messages).hex()

@@ -12,6 +12,7 @@ COMMANDS = [
     ("chat", "chat"),
     ("constitution", "constitution"),
     ("generate", "generate"),
+    ("merge", "merge"),
     ("judge", "judge"),
     ("export", "export"),
     ("train", "train"),

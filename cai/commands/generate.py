@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cai.commands.merge import shard_option
 from cai.commands.options import backend_choice, chunk_size_option, echo_lines, engine_options
 
 
@@ -29,13 +30,24 @@ from cai.commands.options import backend_choice, chunk_size_option, echo_lines, 
                    "[default: auto].")
 @click.option("--few-shot", type=click.IntRange(0), default=None, help="At most N constitution examples prepended [default: 2].")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token limit of answers and revisions.")
+@click.option("--dedup", type=click.Choice(["exact", "near", "none"]), default=None,
+              help="Leave out duplicate prompts before generating: exact (same text up to case, spacing and Unicode "
+                   "form), near (also nearly the same: MinHash Jaccard >= 0.8 of 3-token shingles), none "
+                   "[default: exact].")
+@click.option("--decontaminate", "decontaminate", multiple=True, metavar="FILE",
+              help="A prompt set (any format --prompts takes, e.g. an eval set); training prompts sharing a 13-token "
+                   "run with one of its prompts, or most of a short one, are left out. Repeatable.")
+@shard_option("Only shard I of N (counted from 0): the prompts whose key hashes to I, after dedup and "
+              "decontamination (which see the whole set, so all N shards agree). Run N jobs, each with its own "
+              "--run-dir, then `cai merge`.")
 @click.option("--force-new", is_flag=True, default=None, help="Start the run folder over even if it holds another setup.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
-def generate(progress, max_tokens, config_file, **flags) -> None:
+def generate(progress, max_tokens, config_file, decontaminate, shard, **flags) -> None:
     """Generate answers and critique → revision rounds under a constitution."""
     from cai.config import GenerateConfig, load_config
     from cai.generate import run_generate
 
+    flags.update(decontaminate=list(decontaminate) or None, shard=str(shard) if shard else None)
     cfg = load_config(GenerateConfig, config_file, flags)
     if max_tokens:
         cfg = cfg.model_copy(update={"answer": cfg.answer.model_copy(update={"max_tokens": max_tokens}),
