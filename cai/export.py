@@ -52,6 +52,8 @@ class LeftOut:
     kept_duplicates: int = 0  # --keep-duplicates
     unconfident: int = 0  # --min-confidence: pairs the judge was less sure of
     min_confidence: float | None = None
+    decontaminated: int = 0  # --decontaminate: the prompt overlaps an eval prompt
+    decontaminated_ids: list[str] = field(default_factory=list)  # the first few, for the card
 
     def lines(self) -> list[str]:
         out = []
@@ -68,6 +70,10 @@ class LeftOut:
                        "aside; --keep-duplicates keeps them)")
         if self.kept_duplicates:
             out.append(f"{self.kept_duplicates} duplicate rows kept (--keep-duplicates)")
+        if self.decontaminated:
+            shown = ", ".join(self.decontaminated_ids[:SHOWN_IDS])
+            out.append(f"{self.decontaminated} left out: the prompt overlaps an evaluation prompt (--decontaminate; "
+                       f"{shown}{', ...' if self.decontaminated > SHOWN_IDS else ''})")
         if self.unconfident:
             out.append(f"{self.unconfident} left out: the judge's confidence |p_chosen - 0.5| was under "
                        f"--min-confidence {self.min_confidence}")
@@ -92,6 +98,19 @@ class Duplicates:
             return False
         self.left.duplicates += 1
         return True
+
+
+SHOWN_IDS = 10  # row ids a card and summary list by name; the rest are counted
+
+
+def _contaminated(row_id: str, prompt, dec, left: LeftOut) -> bool:
+    """True when the row's prompt overlaps an eval prompt of `dec` (cai/decontaminate.py) and is left out."""
+    if dec is None or not dec.hits(prompt):
+        return False
+    left.decontaminated += 1
+    if len(left.decontaminated_ids) < SHOWN_IDS:
+        left.decontaminated_ids.append(str(row_id))
+    return True
 
 
 def _unconfident(p: dict, min_confidence: float | None, left: LeftOut) -> bool:
@@ -150,13 +169,15 @@ def build_rows(run_dir: str | Path, fmt: Format, **how) -> list[dict]:
 
 def iter_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, keep_flagged: bool = False,
               filter: Filter = "none", left_out: LeftOut | None = None, keep_duplicates: bool = True,
-              min_confidence: float | None = None):
+              min_confidence: float | None = None, decontaminate=None):
     """The export's rows, streamed (a window of rows in memory, whatever the run's size). Rows whose
     final answer (SFT) or chosen answer (DPO) the quality checks flagged are left out unless
     `keep_flagged`; `filter="judged"` keeps only the SFT rows whose final revision the judge preferred
     (rejection-sampled SFT); unless `keep_duplicates`, a row whose chosen text repeats an earlier
-    one's; with `min_confidence`, pairs with |p_chosen - 0.5| under it. `left_out` collects the
-    counts (complete once the rows are consumed)."""
+    one's; with `min_confidence`, pairs with |p_chosen - 0.5| under it; with `decontaminate` (a
+    cai.decontaminate.Decontaminator), rows whose prompt overlaps an eval prompt. `left_out` collects
+    the counts (complete once the rows are consumed)."""
+    dec = decontaminate
     run = RunFolder(run_dir)
     prov = _provenance(run.info())
     left = left_out if left_out is not None else LeftOut()
@@ -173,6 +194,8 @@ def iter_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, kee
         for g in read_rows(run.generations):
             if preferred is not None and g["id"] not in preferred:
                 left.not_preferred += 1
+                continue
+            if _contaminated(g["id"], g["prompt"], dec, left):
                 continue
             # With --all-rounds a generation made without rounds still gives its one answer (final = initial).
             if all_rounds and g["rounds"]:
@@ -204,6 +227,8 @@ def iter_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, kee
         agreement, below = cal.get("agreement"), cal.get("below_floor")
         for p in read_rows(run.preferences):
             chosen_flags = flags_of(p, "chosen")
+            if _contaminated(p["id"], p["prompt"], dec, left):
+                continue
             if _unconfident(p, min_confidence, left) or _excluded(chosen_flags, keep_flagged, left) \
                     or duplicate(p["chosen"]):
                 continue
@@ -229,13 +254,13 @@ def iter_rows(run_dir: str | Path, fmt: Format, *, all_rounds: bool = False, kee
     if fmt == "kto":
         if filter != "none":
             raise UsageError("--filter applies to SFT data")
-        yield from _kto_rows(run, prov, keep_flagged, left, duplicate, min_confidence)
+        yield from _kto_rows(run, prov, keep_flagged, left, duplicate, min_confidence, dec)
         return
     raise UsageError(f"unknown export format {fmt!r}: {', '.join(FORMATS)}")
 
 
 def _kto_rows(run: RunFolder, prov: dict, keep_flagged: bool, left: LeftOut, duplicate: Duplicates,
-              min_confidence: float | None):
+              min_confidence: float | None, dec):
     """Unpaired rows. Only desirable rows are left out for flags: a flagged answer (truncated,
     repeating) is a fair example of what not to write, but never one to imitate."""
     if not run.generations.exists():
@@ -249,7 +274,7 @@ def _kto_rows(run: RunFolder, prov: dict, keep_flagged: bool, left: LeftOut, dup
         flags_of = _Flags(run)
         cal = run.info().get("judge_calibration") or {}
         for p in read_rows(run.preferences):
-            if _unconfident(p, min_confidence, left):
+            if _contaminated(p["id"], p["prompt"], dec, left) or _unconfident(p, min_confidence, left):
                 continue
             sid = p["source_ids"][0] if p["source_ids"] else ""
             common = {"pair_id": p["id"], "category": p.get("category") or "", "p_chosen": p["p_chosen"],
@@ -264,6 +289,8 @@ def _kto_rows(run: RunFolder, prov: dict, keep_flagged: bool, left: LeftOut, dup
         raise UsageError(f"{run.path}: --min-confidence keeps confident judged pairs, but the run is not judged")
     for g in read_rows(run.generations):
         if g["final"] == g["initial"]:  # nothing revised: the same text cannot be both good and bad
+            continue
+        if _contaminated(g["id"], g["prompt"], dec, left):
             continue
         common = {"category": g.get("category") or "", "principle_ids": [r["principle_id"] for r in g["rounds"]]}
         if not _excluded(g.get("flags"), keep_flagged, left) and not duplicate(g["final"]):
@@ -310,15 +337,21 @@ def _jsonl_rows(path: str):
 
 def export(run_dir: str | Path, fmt: Format, to: Literal["jsonl", "parquet", "hf"], out: str | Path,
            *, all_rounds: bool = False, keep_flagged: bool = False, filter: Filter = "none",
-           keep_duplicates: bool = False, min_confidence: float | None = None) -> dict:
+           keep_duplicates: bool = False, min_confidence: float | None = None,
+           decontaminate: list[str] | None = None) -> dict:
     """Write the data and its dataset card; returns the stats (rows, sha256, path, card, left_out, ...).
     Rows stream from the run to a JSON Lines file (the parquet and hf targets are built from it by
     `datasets`, on disk), so memory stays flat in the run's size."""
     if to not in ("jsonl", "parquet", "hf"):
         raise UsageError(f"unknown target {to!r}: jsonl, parquet or hf")
     left = LeftOut()
+    dec = None
+    if decontaminate:
+        from cai.decontaminate import Decontaminator
+
+        dec = Decontaminator.from_files(decontaminate)  # a bad file is exit 2 before anything is written
     rows = iter_rows(run_dir, fmt, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter, left_out=left,
-                     keep_duplicates=keep_duplicates, min_confidence=min_confidence)
+                     keep_duplicates=keep_duplicates, min_confidence=min_confidence, decontaminate=dec)
     out = Path(out)
     # The card's place is decided before any data is written, so a refusal leaves nothing behind.
     card = card_path(out if to == "hf" else out.parent, out.name)
@@ -352,7 +385,7 @@ def export(run_dir: str | Path, fmt: Format, to: Literal["jsonl", "parquet", "hf
         tmp.unlink(missing_ok=True)
     stats = {"rows": tally.rows, "sha256": tally.sha.hexdigest(), "format": fmt, "to": to, "path": str(out),
              "left_out": left, "filter": filter, "keep_flagged": keep_flagged, "keep_duplicates": keep_duplicates,
-             "min_confidence": min_confidence}
+             "min_confidence": min_confidence, "decontaminate": dec.record() if dec else None}
     section = card_section(out.name, RunFolder(run_dir), tally.categories, stats, all_rounds=all_rounds)
     stats["card"] = str(write_card(card, out.name, section))
     return stats
@@ -462,6 +495,12 @@ def card_section(name: str, run: RunFolder, cats: dict[str, int], stats: dict, *
     lines.append(f"| quality checks | {'flagged rows kept (--keep-flagged)' if stats.get('keep_flagged') else checked} |")
     lines.append("| duplicates | " + ("kept (--keep-duplicates)" if stats.get("keep_duplicates") else
                                      "rows whose chosen text repeats an earlier row's are left out") + " |")
+    if stats.get("decontaminate"):
+        files = ", ".join(f"`{f['path']}` (sha256 `{f['sha256'][:12]}`)" for f in stats["decontaminate"]["files"])
+        lines.append(f"| decontaminated against | {files}: rows whose prompt shares a "
+                     f"{stats['decontaminate']['ngram']}-word run with an eval prompt (short prompts: "
+                     f"{stats['decontaminate']['short_ratio']:g} of their 3-grams) left out: "
+                     f"{(stats.get('left_out') or LeftOut()).decontaminated} |")
     if stats.get("min_confidence") is not None:
         lines.append(f"| min confidence | pairs with abs(p_chosen - 0.5) < {stats['min_confidence']} left out: "
                      f"{(stats.get('left_out') or LeftOut()).unconfident} |")

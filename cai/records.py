@@ -207,7 +207,7 @@ class AppendWriter:
 
 
 # The sections of run.yaml that are mappings (read with .get() by the stages).
-RUN_YAML_SECTIONS = ("config", "constitution", "judge", "judge_calibration", "judge_stats", "judge_window",
+RUN_YAML_SECTIONS = ("config", "constitution", "dedup", "decontaminated", "shard", "judge", "judge_calibration", "judge_stats", "judge_window",
                      "window", "flag_counts", "round_flag_counts")
 RUN_YAML_HINT = ("run.yaml is cai's record of this run (its settings, constitution snapshot and judge settings, "
                  "which every later stage reads): fix it by hand, or restore it from a backup or a copy of the "

@@ -215,3 +215,17 @@ def test_min_confidence_keeps_only_pairs_the_judge_was_sure_of(tmp_path):
     res = CliRunner().invoke(main, ["export", str(run), "--format", "sft", "--out", str(tmp_path / "s.jsonl"),
                                     "--min-confidence", "0.1"])
     assert res.exit_code == 2 and "--min-confidence applies to judged pairs" in res.output
+
+
+def test_export_decontaminate_leaves_out_training_prompts_that_are_eval_prompts(tmp_path):
+    run = _collapsed_run(tmp_path)
+    evals = tmp_path / "eval.jsonl"
+    # q1 as an eval prompt in other case and spacing; an unrelated prompt that matches nothing
+    evals.write_text(json.dumps({"prompt": "  Q1 "}) + "\n" + json.dumps({"prompt": "How do tides work?"}) + "\n")
+    res = CliRunner().invoke(main, ["export", str(run), "--format", "sft", "--out", str(tmp_path / "s.jsonl"),
+                                    "--keep-duplicates", "--decontaminate", str(evals)])
+    assert res.exit_code == 0, res.output
+    prompts = [json.loads(x)["messages"][0]["content"] for x in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert "q1" not in prompts and len(prompts) == 5
+    assert "1 left out: the prompt overlaps an evaluation prompt (--decontaminate; g1)" in res.output
+    assert "decontaminated against" in (tmp_path / "README.md").read_text()

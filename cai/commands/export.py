@@ -21,14 +21,19 @@ from cai.export import FORMATS
               help="Keep rows whose chosen text (SFT: the answer) repeats an earlier row's; left out by default.")
 @click.option("--min-confidence", type=click.FloatRange(0, 0.5), default=None,
               help="DPO/KTO: keep only pairs with |p_chosen - 0.5| at least this; the card counts the rest.")
-def export(run_dir, fmt, to, out, all_rounds, keep_flagged, filter_, keep_duplicates, min_confidence) -> None:
+@click.option("--decontaminate", multiple=True, type=click.Path(exists=True),
+              help="Eval prompt set (any prompt file cai reads; repeatable): rows whose prompt overlaps one of its "
+                   "prompts (a shared 13-word run, or most of a short prompt) are left out and listed on the card.")
+def export(run_dir, fmt, to, out, all_rounds, keep_flagged, filter_, keep_duplicates, min_confidence,
+           decontaminate) -> None:
     """Export a run folder as SFT, DPO or KTO data."""
     from pathlib import Path
 
     from cai.export import export as do_export
 
     stats = do_export(run_dir, fmt, to, out, all_rounds=all_rounds, keep_flagged=keep_flagged, filter=filter_,
-                      keep_duplicates=keep_duplicates, min_confidence=min_confidence)
+                      keep_duplicates=keep_duplicates, min_confidence=min_confidence,
+                      decontaminate=list(decontaminate) or None)
     click.echo(f"export: {stats['rows']} {fmt} rows -> {stats['path']} (sha256 {stats['sha256'][:16]}…)")
     for line in stats["left_out"].lines():
         click.echo(f"  {line}")
