@@ -75,6 +75,8 @@ class IterateConfig(BaseModel):
                                                    "starting model, or the previous iteration's policy.")
     eval_prompts: str | None = Field(None, description="Held-out prompts; default: the bundled eval set.")
     eval_limit: int = Field(16, ge=2)
+    decontaminate: list[str] = Field(default_factory=list, description="More prompt sets no training prompt may "
+                                     "overlap; the eval prompts are always among them.")
     judge_model: str | None = Field(None, description="The judge of every iteration; default: the starting model.")
     train_steps: int = Field(8, ge=1, description="Optimizer steps per iteration.")
     backend: str | None = Field(None, description="Engine of generation, judging and eval; default: vllm where it imports.")
@@ -128,7 +130,7 @@ def _save_state(out: Path, state: dict) -> None:
 # section would be two values for one setting (refused, naming both).
 FROM_TOP: dict[str, dict[str, str]] = {
     "generate": {"backend": "backend", "constitution": "constitution", "seed": "seed", "rounds": "rounds",
-                 "samples": "samples"},
+                 "samples": "samples", "decontaminate": "decontaminate"},
     "judge": {"model": "judge_model", "backend": "backend", "constitution": "constitution", "strategy": "strategy",
               "seed": "seed"},
     "train": {"max_steps": "train_steps", "num_train_epochs": "train_steps", "seed": "seed", "ref_model": "reference"},
@@ -467,7 +469,16 @@ def generate_config(cfg: IterateConfig, policy: str, paths: Paths):
 
     return GenerateConfig(model=policy, backend=cfg.backend, constitution=cfg.constitution, prompts=str(paths.prompts),
                           seed=cfg.seed, run_dir=str(paths.run), rounds=cfg.rounds if cfg.strategy == "revision" else 0,
-                          samples=cfg.samples if cfg.strategy == "samples" else 1, **cfg.generate)
+                          samples=cfg.samples if cfg.strategy == "samples" else 1,
+                          decontaminate=decontamination_sets(cfg), **cfg.generate)
+
+
+def decontamination_sets(cfg: IterateConfig) -> list[str]:
+    """The prompt sets no training prompt may overlap: the eval prompts every iteration is measured on
+    (training on them would make the curve a memory test), then any the user names."""
+    from cai.inputs import eval_prompts_path
+
+    return list(dict.fromkeys([cfg.eval_prompts or str(eval_prompts_path()), *cfg.decontaminate]))
 
 
 def judge_config(cfg: IterateConfig, paths: Paths):

@@ -414,3 +414,15 @@ def test_the_viewer_shows_a_win_rate_without_signal_as_no_signal():
 
     assert history_cell({"win_rate": 0.5, "signal": False}, "win_rate") == "no signal (measured 0.5)"
     assert history_cell({"win_rate": 0.61234, "signal": True}, "win_rate") == 0.6123
+
+
+def test_iterate_and_demo_keep_the_eval_prompts_out_of_training(tmp_path):
+    """Every iteration's generate is decontaminated against the eval prompts it is measured on."""
+    from cai.inputs import eval_prompts_path
+    from cai.iterate import IterateConfig, Paths, generate_config
+
+    cfg = IterateConfig(out=str(tmp_path / "it"), decontaminate=[str(tmp_path / "more.jsonl")])
+    g = generate_config(cfg, "m", Paths(tmp_path / "it", 1))
+    assert g.decontaminate == [str(eval_prompts_path()), str(tmp_path / "more.jsonl")]
+    own = IterateConfig(out=str(tmp_path / "it"), eval_prompts=str(tmp_path / "mine.jsonl"))
+    assert generate_config(own, "m", Paths(tmp_path / "it", 1)).decontaminate == [str(tmp_path / "mine.jsonl")]

@@ -50,7 +50,11 @@ def demo(out, model, backend, limit, rounds, eval_limit, sft_steps, dpo_steps, s
     step(f"1/6 generate: {limit} prompts, answer + {rounds} critique → revision rounds")
     t0 = time.perf_counter()
     engine = {k: v for k, v in engine.items() if v is not None}  # vLLM's settings, for every stage's engine
-    gcfg = GenerateConfig(**engine, model=model, backend=backend, limit=limit, rounds=rounds, seed=seed, run_dir=str(run_dir))
+    from cai.inputs import eval_prompts_path
+
+    # The eval below measures the aligned model on the bundled eval prompts: none of them is trained on.
+    gcfg = GenerateConfig(**engine, model=model, backend=backend, limit=limit, rounds=rounds, seed=seed,
+                          run_dir=str(run_dir), decontaminate=[str(eval_prompts_path())])
     gsum = run_generate(gcfg)
     took("generate", t0)
     for line in gsum.lines():

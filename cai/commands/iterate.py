@@ -22,6 +22,8 @@ from cai.commands.options import backend_choice
 @click.option("--reference", type=click.Choice(["base", "previous"]), default=None,
               help="Training reference: the starting model or the previous policy [default: base].")
 @click.option("--eval-prompts", default=None, help="Held-out prompts, the same every iteration [default: bundled eval set].")
+@click.option("--decontaminate", multiple=True, type=click.Path(exists=True), default=None,
+              help="More prompt sets no training prompt may overlap (repeatable); the eval prompts always are.")
 @click.option("--eval-limit", type=click.IntRange(2), default=None, help="Held-out prompts evaluated [default: 16].")
 @click.option("--judge-model", default=None, help="The judge of every iteration [default: the starting model].")
 @click.option("--train-steps", type=click.IntRange(1), default=None, help="Optimizer steps per iteration [default: 8].")
@@ -44,6 +46,7 @@ def iterate(progress, config_file, **flags) -> None:
     from cai.config import load_config
     from cai.iterate import CURVE, HISTORY, REPORT, IterateConfig, row_line, run_iterate
 
+    flags["decontaminate"] = list(flags.get("decontaminate") or []) or None  # unset: the recipe's, else none more
     cfg = load_config(IterateConfig, config_file, flags)
     rows = run_iterate(cfg, progress=progress, log=lambda msg: click.echo(msg, err=True), source=config_file)
     out = Path(cfg.out)
