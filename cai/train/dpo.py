@@ -18,13 +18,17 @@ from pydantic import Field
 from cai.errors import UsageError
 from cai.models import is_adapter_only
 from cai.train.data import preference_rows, train_dataset
-from cai.train.settings import MixSettings, Recipe
+from cai.train.settings import MixSettings, Recipe, SoftLabelSettings
 from cai.train.stage import Job, Stage
 from cai.train.weights import load_full, model_arg
 
 
 class DpoSettings(MixSettings):
     ref_model: str | None = Field(None, description="dpo, kto: reference model (default: the starting model).")
+
+
+class DpoStageSettings(DpoSettings, SoftLabelSettings):
+    """dpo's settings: kto's (the reference model, mixing) and the judge's probabilities as labels."""
 
 
 @cache
@@ -109,16 +113,61 @@ def with_reference(trainer_cls, job: Job):
     )
 
 
+def check(recipe: Recipe) -> None:
+    check_losses(recipe, "DPOConfig")
+    if getattr(recipe.cai, "soft_labels", False):
+        from cai.train.soft import LOSSES
+
+        bad = [n for n in loss_names(recipe.trl.get("loss_type")) if n not in LOSSES]
+        if bad:
+            raise UsageError(f"--soft-labels with --loss {'+'.join(bad)}: soft labels (p_chosen as the target "
+                             f"probability) are defined for loss {', '.join(LOSSES)} only")
+        if recipe.trl.get("f_divergence_type", "reverse_kl") != "reverse_kl":
+            raise UsageError(f"--soft-labels with f_divergence_type {recipe.trl['f_divergence_type']}: soft labels "
+                             "are defined for reverse_kl (standard DPO) only")
+
+
+def labels_used(job: Job) -> None:
+    """Leave out the pairs under `min_confidence` and record which labels train (metrics.json, card)."""
+    from cai.train.soft import labelled_rows
+
+    job.rows = labelled_rows(job)
+
+
 def build(job: Job):
     from trl import DPOTrainer
 
     job.extra["loss_type"] = losses_used(job.recipe, "sigmoid")
+    labels_used(job)
+    if job.cai.soft_labels:
+        from cai.train.soft import dpo_trainer_class
+
+        return with_reference(dpo_trainer_class(), job)
     return with_reference(DPOTrainer, job)
 
 
+def preference_rows_with_p(rows: list[dict], where: str, start: int = 0) -> list[dict]:
+    """Preference rows, each with the judge's `p_chosen` (NaN where the data has none)."""
+    from cai.train.soft import with_p
+
+    return with_p(preference_rows(rows, where, start), rows)
+
+
 def card_rows(settings: DpoSettings, metrics: dict) -> list[tuple[str, str]]:
+    from cai.train.soft import card_rows as label_rows
+
     return [("loss", f"{metrics.get('loss_type', 'sigmoid')} (TRL DPOConfig.loss_type)"),
-            ("reference model", settings.ref_model or "the starting model")]
+            ("reference model", settings.ref_model or "the starting model"), *label_rows(metrics)]
+
+
+# Flags of the stages that may train on the judge's probabilities (dpo, reward; cai/train/soft.py).
+SOFT_OPTIONS = (
+    click.option("--soft-labels", "soft_labels", is_flag=True, default=None,
+                 help="Each pair's p_chosen is the target probability that chosen beats rejected (binary "
+                      "cross-entropy against p); pairs without it train as hard labels [default: hard labels]."),
+    click.option("--min-confidence", "min_confidence", type=click.FloatRange(0, 0.5), default=None, metavar="X",
+                 help="Keep only pairs with |p_chosen - 0.5| >= X (pairs without p_chosen are kept)."),
+)
 
 
 STAGE = Stage(
@@ -128,18 +177,19 @@ STAGE = Stage(
     data="dpo",
     data_help='`{"prompt", "chosen", "rejected"}` message lists (a run folder: its judged pairs)',
     trainer="DPOTrainer",
-    rows=preference_rows,
+    rows=preference_rows_with_p,
     build=build,
-    settings=DpoSettings,
+    settings=DpoStageSettings,
     options=(
         click.option("--ref-model", default=None, help="Reference model [default: the starting model]."),
         click.option("--beta", type=float, default=None, help="DPO beta: the pull towards the reference."),
         click.option("--loss", "loss_type", default=None, metavar="NAME",
                      help="A loss type of TRL's DPOConfig: sigmoid (DPO) [default], ipo, sigmoid_norm, hinge, "
                           "robust, ... (a wrong name lists them all)."),
+        *SOFT_OPTIONS,
     ),
     card_rows=card_rows,
-    check=lambda recipe: check_losses(recipe, "DPOConfig"),
+    check=check,
     columns=(("prompt", "chosen", "rejected"),),
-    convert=preference_rows,
+    convert=preference_rows_with_p,
 )

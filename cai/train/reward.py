@@ -9,13 +9,14 @@ from __future__ import annotations
 import click
 from pydantic import Field
 
-from cai.train.data import holdout_split, preference_rows
-from cai.train.settings import Settings
+from cai.train.data import holdout_split
+from cai.train.dpo import SOFT_OPTIONS, preference_rows_with_p
+from cai.train.settings import SoftLabelSettings
 from cai.train.stage import Job, Stage
 from cai.train.weights import model_arg
 
 
-class RewardSettings(Settings):
+class RewardSettings(SoftLabelSettings):
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="reward: share of pairs held out (>= 1 pair).")
 
 
@@ -24,12 +25,16 @@ def build(job: Job):
     from transformers import AutoModelForSequenceClassification
     from trl import RewardTrainer
 
+    from cai.train.soft import labelled_rows, reward_trainer_class
+
+    job.rows = labelled_rows(job)
+    trainer_cls = reward_trainer_class() if job.cai.soft_labels else RewardTrainer
     train, held = holdout_split(job.rows, job.cai.eval_fraction, job.args.seed)
     job.log(f"reward: {len(train)} pairs for training, {len(held)} held out")
     model = model_arg(job.model_dir, AutoModelForSequenceClassification, job.args, **STAGE.load_kwargs)
     if not isinstance(model, str):
         model.config.pad_token_id = job.tokenizer.pad_token_id
-    return RewardTrainer(
+    return trainer_cls(
         model=model,
         args=job.args,
         train_dataset=Dataset.from_list(train),
@@ -64,9 +69,11 @@ def evaluate(trainer, job: Job, batch_size: int = 8) -> dict:
 
 
 def card_rows(settings: RewardSettings, metrics: dict) -> list[tuple[str, str]]:
+    from cai.train.soft import card_rows as label_rows
+
     if "heldout_accuracy" not in metrics:
-        return []
-    return [("held-out pairwise accuracy", f"{metrics['heldout_accuracy']:.3f} on {metrics['heldout_pairs']} pairs "
+        return label_rows(metrics)
+    return [*label_rows(metrics), ("held-out pairwise accuracy", f"{metrics['heldout_accuracy']:.3f} on {metrics['heldout_pairs']} pairs "
              "(share where score(chosen) > score(rejected))")]
 
 
@@ -76,7 +83,7 @@ STAGE = Stage(
     data="dpo",
     data_help='`{"prompt", "chosen", "rejected"}` message lists',
     trainer="RewardTrainer",
-    rows=preference_rows,
+    rows=preference_rows_with_p,
     build=build,
     settings=RewardSettings,
     model_class="AutoModelForSequenceClassification",
@@ -84,6 +91,7 @@ STAGE = Stage(
     load_kwargs={"num_labels": 1},
     evaluate=evaluate,
     options=(click.option("--eval-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
-                          help="Share of pairs held out for the pairwise accuracy [default: 0.2 on CPU]."),),
+                          help="Share of pairs held out for the pairwise accuracy [default: 0.2 on CPU]."),
+             *SOFT_OPTIONS),
     card_rows=card_rows,
 )

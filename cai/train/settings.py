@@ -59,6 +59,18 @@ class MixSettings(Settings):
         "or refused (`rows: N`).")
 
 
+class SoftLabelSettings(Settings):
+    """The judge's probabilities as labels (dpo, reward; cai/train/soft.py)."""
+
+    soft_labels: bool = Field(
+        False, description="dpo, reward: each pair's p_chosen is the target probability that chosen beats rejected "
+        "(binary cross-entropy against p instead of against 1; pairs without p_chosen train as hard labels). "
+        "Default: hard labels.")
+    min_confidence: float | None = Field(
+        None, ge=0.0, le=0.5, description="dpo, reward: keep only pairs the judge was this sure of, "
+        "|p_chosen - 0.5| >= X (as cai export --min-confidence; pairs without p_chosen are kept).")
+
+
 @dataclass
 class Recipe:
     """A stage's merged and checked recipe, as `load_recipe` (recipe.py) builds it."""
