@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cai.batching import Batcher
 from cai.judge.calibration import calibrate, calibration_lines, floor_paragraph, settings_key, with_floor
 from cai.judge.figures import MIN_AGREEMENT, BiasTally, PositionTally
+from cai.inputs import in_shard
 from cai.judge.pairfile import read_labelled_pairs, read_pairs
 from cai.errors import Failure, UsageError
 from cai.judge import Judge, JudgeSettings, PairInput, PairVerdict
@@ -202,13 +203,14 @@ def sizing_items(units) -> Iterator[tuple[PairInput, int]]:
             yield PairInput(key=src[0].id, prompt=src[0].prompt, a=a, b=b), len(src) * (len(src) - 1) // 2
 
 
-def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str = AUTO,
+def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str = AUTO, shard=None,
               progress: bool = True, force_new: bool = False, calibration: str | None = "none",
               min_agreement: float = MIN_AGREEMENT, strict: bool = False, engine: dict | None = None,
               log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> JudgeSummary:
     """Judge a run folder into preferences.jsonl (and ties.jsonl); resumes a run judged the same
     way, refuses one judged with other settings unless `force_new` (which starts the pairs over). Ties
-    by the judge's own threshold (`judge.threshold`).
+    by the judge's own threshold (`judge.threshold`). `shard` (cai.inputs.Shard): only the pairs whose
+    id falls in it, recorded with the judge's settings (`cai merge` joins the shards' folders).
     `engine`: the engine settings given (tensor parallelism, quantization, ...), recorded with them."""
     run = RunFolder(run_dir)
     if not run.generations.exists():
@@ -227,7 +229,8 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str =
     try:
         # Recorded before the first pair, so a rerun after a crash is checked against it too.
         run.start_judge({**meta, "threshold": threshold, "strategy": strategy,
-                         "constitution_name": judge.constitution.name, **({"engine": engine} if engine else {})},
+                         "constitution_name": judge.constitution.name, **({"engine": engine} if engine else {}),
+                         **({"shard": shard.record()} if shard else {})},
                         force_new=force_new)
         # Beside the judge's settings, not among them: another window judges the same pairs.
         summary.window = judge.window(window, sizing_items(units))
@@ -241,13 +244,20 @@ def judge_run(run_dir: Path, judge: Judge, strategy: str, *, window: int | str =
             def pair_id(src: list[GenerationRecord]) -> str:
                 return record_id("pref", [g.id for g in src], judge_ident)
 
-            def pending():
+            def mine():
                 for src, item in units:
                     pid = pair_id(src)
+                    if shard is None or in_shard(pid, shard.index, shard.count):
+                        yield pid, src, item
+
+            def pending():
+                for pid, src, item in mine():
                     if pid not in prefs and pid not in ties:
                         yield pid, src, item
 
-            summary.skipped = sum(1 for src, _ in units if pair_id(src) in prefs or pair_id(src) in ties)
+            if shard is not None:
+                n_units = sum(1 for _ in mine())
+            summary.skipped = sum(1 for pid, _, _ in mine() if pid in prefs or pid in ties)
             total = n_units - summary.skipped
 
             def flush():
@@ -444,6 +454,14 @@ class JudgeRunConfig(JudgeSettings):
     pairs: str | None = Field(None, description="Outside pairs {id, prompt, response_a, response_b}, instead of a run.")
     out: str | None = Field(None, description="With pairs: where the judged rows go.")
     force_new: bool = Field(False, description="Judge the run folder again from scratch (clears its pairs and ties).")
+    shard: str | None = Field(None, description="I/N: judge only the pairs whose id falls in shard I of N.")
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v):
+        from cai.inputs import parse_shard
+
+        return None if v is None else str(parse_shard(v))
 
 
 def run_judge(cfg: JudgeRunConfig, *, backend=None, progress: bool = True,
@@ -454,6 +472,8 @@ def run_judge(cfg: JudgeRunConfig, *, backend=None, progress: bool = True,
         raise UsageError("give either RUN_DIR or --pairs FILE --out FILE")
     if cfg.pairs and not cfg.out:
         raise UsageError("--pairs needs --out FILE")
+    if cfg.pairs and cfg.shard:
+        raise UsageError("--shard applies to RUN_DIR; split a --pairs file into parts instead")
     if cfg.pairs and cfg.force_new:
         raise UsageError("--force-new applies to RUN_DIR; with --pairs, choose another --out to start over")
     if cfg.pairs:
@@ -472,7 +492,10 @@ def run_judge(cfg: JudgeRunConfig, *, backend=None, progress: bool = True,
                min_agreement=cfg.min_agreement, strict=cfg.strict, log=log)
     if cfg.pairs:
         return judge_pairs_file(Path(cfg.pairs), Path(cfg.out), judge, **how)
+    from cai.inputs import parse_shard
+
     return judge_run(Path(cfg.run_dir), judge, cfg.strategy, force_new=cfg.force_new, engine=cfg.engine_settings(),
+                     shard=parse_shard(cfg.shard),
                      **how)
 
 

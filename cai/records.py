@@ -44,7 +44,7 @@ RUN_YAML = "run.yaml"
 # The judge settings that decide what a preference row is (and its id): a rerun with other values
 # would add a second set of pairs for the same generations, so it is refused unless --force-new.
 JUDGE_IDENTITY = ("judge_model", "backend", "mode", "ensemble", "threshold", "strategy", "constitution_sha256",
-                  "templates")
+                  "templates", "shard")  # a folder judged as one shard is not resumed as another
 
 
 def code_version() -> str:

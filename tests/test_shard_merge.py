@@ -241,3 +241,39 @@ def test_the_prompt_key_does_not_depend_on_the_settings(tmp_path, prompts):
     assert a.selection.reasons == b.selection.reasons
     first = [{"role": "user", "content": PROMPTS[0]}]
     assert (a.selection.reasons[0] == 0) == in_shard(prompt_key(first), 0, 2)
+
+
+def test_judge_shards_cover_every_pair_once_and_merge(tmp_path):
+    """`cai judge --shard I/N` on copies of one run: every pair judged by exactly one shard, and the
+    shards' folders merge into the run judged whole."""
+    import json
+    import shutil
+
+    from cai.constitution import load_constitution
+    from cai.generate import GenerateConfig, run_generate
+    from cai.inputs import Shard
+    from cai.judge import Judge
+    from cai.merge import merge_runs
+    from cai.pairs import judge_run
+    from cai.records import read_rows
+    from tests.scripted import ScriptedBackend
+
+    p = tmp_path / "p.jsonl"
+    p.write_text("".join(json.dumps({"prompt": f"Question {i}?"}) + "\n" for i in range(12)))
+    whole = tmp_path / "whole"
+    run_generate(GenerateConfig(prompts=str(p), rounds=1, run_dir=str(whole), model="m"), backend=ScriptedBackend(),
+                 progress=False)
+    parts = []
+    for i in range(3):
+        part = tmp_path / f"judge-{i}"
+        shutil.copytree(whole, part)
+        s = judge_run(part, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision",
+                      progress=False, shard=Shard(i, 3))
+        parts.append(part)
+        assert s.judged == len(list(read_rows(part / "preferences.jsonl"))) + len(list(read_rows(part / "ties.jsonl")))
+    judge_run(whole, Judge(ScriptedBackend(prefer="GOOD"), load_constitution("default")), "revision", progress=False)
+    ids = [r["id"] for part in parts for r in read_rows(part / "preferences.jsonl")]
+    assert sorted(ids) == sorted(r["id"] for r in read_rows(whole / "preferences.jsonl")) and len(set(ids)) == 12
+    merged = tmp_path / "merged"
+    merge_runs(parts, merged)
+    assert sorted(r["id"] for r in read_rows(merged / "preferences.jsonl")) == sorted(ids)

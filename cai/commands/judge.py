@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cai.commands.merge import shard_option
 from cai.commands.options import chunk_size_option, echo_lines, engine_options
 from cai.judge.figures import MIN_AGREEMENT, THRESHOLD
 from cai.judge.modes import PAIRWISE_MODES
@@ -35,8 +36,10 @@ from cai.judge.modes import PAIRWISE_MODES
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="YAML recipe with the same settings.")
 @click.option("--force-new", is_flag=True, default=None, help="Judge RUN_DIR again from scratch: clears preferences.jsonl and "
               "ties.jsonl (needed when the judge settings differ from the run's earlier judging).")
+@shard_option("Judge only shard I of N (counted from 0) of RUN_DIR's pairs, by their ids; each job judges its own "
+              "copy of the run folder and `cai merge` joins them.")
 @click.option("--progress/--no-progress", default=True)
-def judge(run_dir, pairs_file, config_file, progress, **flags) -> None:
+def judge(run_dir, pairs_file, config_file, progress, shard, **flags) -> None:
     """Label preference pairs with an AI judge (both orders, soft labels).
 
     RUN_DIR: a folder made by `cai generate`; writes RUN_DIR/preferences.jsonl.
@@ -47,7 +50,8 @@ def judge(run_dir, pairs_file, config_file, progress, **flags) -> None:
     from cai.config import load_config
     from cai.pairs import JudgeRunConfig, run_judge
 
-    cfg = load_config(JudgeRunConfig, config_file, {**flags, "run_dir": run_dir, "pairs": pairs_file})
+    cfg = load_config(JudgeRunConfig, config_file, {**flags, "run_dir": run_dir, "pairs": pairs_file,
+                                                    "shard": str(shard) if shard else None})
     summary = run_judge(cfg, progress=progress)
     wrote = cfg.out if cfg.pairs else Path(cfg.run_dir) / "preferences.jsonl"
     echo_lines(f"judge: wrote {wrote}", summary.lines())
