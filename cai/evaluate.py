@@ -283,6 +283,9 @@ def headline(metrics: dict) -> list[str]:
         lines = [f"win rate {metrics['model']} over {metrics['baseline']}: no signal ("
                  + "; ".join(metrics.get("signal_reasons") or []) + "); the measured "
                  f"{fmt(metrics['win_rate'])} is noise, not a finding"]
+    if (metrics.get("contamination") or {}).get("n"):
+        lines.append(f"warning: {metrics['contamination']['line']} (the model's training data): those prompts "
+                     "measure memory, not alignment")
     if metrics.get("unplaced"):
         lines.append(f"{metrics['unplaced']} of {metrics['n']} prompts are neither harmful nor benign to cai (no "
                      f"`harmful` field; categories {', '.join(metrics.get('unplaced_categories') or [])}): they "
@@ -536,6 +539,28 @@ def compliance_asks(principles, prompts, texts: dict[str, list[str]], limit: int
     return asks, sides
 
 
+def training_overlap(model: str, prompts) -> dict | None:
+    """How many eval prompts appear in the training data the model's metrics.json names (its
+    `data.sources`, as `cai train` writes them): None when the model is not one cai trained, or
+    its data is no longer where it was."""
+    from cai.decontaminate import eval_overlap, training_texts
+
+    try:
+        trained = json.loads((Path(model) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    data = trained.get("data") if isinstance(trained, dict) else None
+    sources = (data or {}).get("sources") or ([{"path": data["path"]}] if (data or {}).get("path") else [])
+    paths = [s["path"] for s in sources if isinstance(s, dict) and s.get("path") and Path(s["path"]).exists()]
+    if not paths:
+        return None
+    import itertools
+
+    o = eval_overlap(prompts, itertools.chain.from_iterable(training_texts(p) for p in paths))
+    return {"n": o.n, "total": o.total, "ids": o.ids[:20], "training_rows": o.training_rows, "sources": paths,
+            "line": o.line()}
+
+
 def run_eval(cfg: EvalConfig, *, progress: bool = True,
              log=lambda s: print(s, file=sys.stderr)) -> dict:
     """Generate, judge, write metrics.json, report.md, win_rates.png and answers.jsonl; return the metrics."""
@@ -640,6 +665,11 @@ def run_eval(cfg: EvalConfig, *, progress: bool = True,
         "window": {phase: w.record() for phase, w in windows.items()},
     }
     metrics["too_long"] = len(bad)
+    overlap = training_overlap(cfg.model, prompts)
+    if overlap is not None:
+        metrics["contamination"] = overlap
+        if overlap["n"]:
+            log(f"eval: warning: {overlap['line']}; those prompts measure memory, not alignment")
     metrics["elapsed_s"] = round(time.perf_counter() - t0, 1)
     with open(out / "answers.jsonl", "w") as f:
         for row in rows:

@@ -231,3 +231,25 @@ def test_confidence_is_informative_only_past_the_buckets_noise():
     assert confidence_figures(sure + unsure)["confidence_informative"] is True
     flat = [(0.9, "a", "a")] * 10 + [(0.9, "a", "b")] * 10
     assert confidence_figures(flat + unsure)["confidence_informative"] is False
+
+
+def test_eval_warns_when_its_prompts_are_in_the_models_training_data(tmp_path):
+    from cai.evaluate import training_overlap
+    from cai.inputs import iter_prompts
+
+    train = tmp_path / "sft.jsonl"
+    train.write_text(json.dumps({"messages": [{"role": "user", "content": "How do I pick a lock?"},
+                                              {"role": "assistant", "content": "..."}]}) + "\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "metrics.json").write_text(json.dumps({"data": {"sources": [{"name": "sft", "path": str(train)}]}}))
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(json.dumps({"prompt": "how do i pick a LOCK?"}) + "\n" + json.dumps({"prompt": "Bake bread?"}) + "\n")
+    o = training_overlap(str(model), list(iter_prompts(str(evals))))
+    assert (o["n"], o["total"], o["training_rows"]) == (1, 2, 1) and "1 of 2 eval prompts" in o["line"]
+    assert training_overlap(str(tmp_path / "not-a-model"), []) is None
+    m = {"contamination": o, "model": "A", "baseline": "B", "n": 2, "win_rate": 0.5, "win_rate_ci": [0.4, 0.6],
+         "ties": 0, "position_consistency": None, "signal": None, "signal_reasons": [],
+         "models": {s: {"name": s, "refusal_rate_harmful": None, "n_harmful": 0, "over_refusal_rate_benign": None,
+                        "n_benign": 0} for s in "AB"}}
+    assert any(line.startswith("warning: 1 of 2 eval prompts") for line in headline(m))
