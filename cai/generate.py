@@ -98,7 +98,8 @@ class GenerateSummary:
         if self.rounds_stopped:
             out.append(f"rounds ended   {self.rounds_stopped} rows stopped early: the conversation outgrew the "
                        "context (each row's meta.rounds_stopped says where)")
-        if self.duplicates:
+        if self.duplicates and not (self.selection and self.selection.identical == self.duplicates):
+            # identical copies --dedup left out are already in its line ("n of them identical")
             out.append(f"duplicates     {self.duplicates} duplicate prompts (same messages) written once")
         if self.torn_line_repaired:
             out.append("repaired       a torn last line left by an interrupted run")

@@ -375,7 +375,12 @@ def test_duplicate_prompts_are_reported(tmp_path):
     p.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in lines))
     s = run_generate(cfg(tmp_path, prompts=str(p), samples=2, rounds=1), backend=ScriptedBackend(), progress=False)
     assert s.duplicates == 3 and s.written == 6 == len(rows(tmp_path))
-    assert "duplicates     3 duplicate prompts (same messages) written once" in s.lines()
+    # with the default --dedup exact, the dedup line counts them (once): no second line says it again
+    assert any("3 of them identical" in line for line in s.lines())
+    assert not any(line.startswith("duplicates ") for line in s.lines())
+    none = run_generate(cfg(tmp_path, prompts=str(p), samples=2, rounds=1, dedup="none", run_dir=str(tmp_path / "n")),
+                        backend=ScriptedBackend(), progress=False)
+    assert "duplicates     3 duplicate prompts (same messages) written once" in none.lines()
     again = run_generate(cfg(tmp_path, prompts=str(p), samples=2, rounds=1), backend=ScriptedBackend(), progress=False)
     assert again.duplicates == 3 and again.skipped == 6 and again.written == 0
 
