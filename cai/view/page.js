@@ -46,6 +46,12 @@
   const lastUser = (msgs) => { const m = (msgs || []).filter((x) => x && x.role === "user"); return m.length ? m[m.length - 1].content : ((msgs || [])[0] || {}).content || ""; };
   const BAD = new Set(D.bad_flags || []);
   const chips = (flags) => (flags || []).map((f) => el("span", { class: "chip" + (BAD.has(f) ? " bad" : "") }, f));
+  // A big folder's page holds a sample of its rows (every figure is still over all of them):
+  // the note says how many and how they were chosen; a row keeps its number in the file.
+  const S = D.sample || null;
+  const sampled = !!(S && S.shown < S.of);
+  const rowNumber = (i) => (D.row_numbers ? D.row_numbers[i] : i + 1);
+  const sampleNote = () => sampled ? el("div", { class: "sample-note", id: "sample-note", data: { shown: S.shown, of: S.of } }, S.text) : null;
   const textBlock = (label, text, extra) => el("div", { class: "block" }, el("div", { class: "label" }, label, extra || null), el("pre", { class: "text-body" }, text == null ? "" : String(text)));
 
   // ------------------------------------------------------------ state in the URL hash
@@ -201,13 +207,14 @@
       el("h1", null, "Run: " + (D.constitution || "?") + " · " + (info.model || "?")),
       el("div", { class: "path" }, D.title),
       el("div", { class: "facts" },
-        el("span", null, c.rows + " rows"),
+        el("span", null, c.rows + " rows" + (sampled ? " (" + S.shown + " on this page)" : "")),
         el("span", null, c.pairs + " judged pairs: " + c.decided + " decided, " + c.flip + " flips, " + c.tie + " ties"),
         el("span", null, c.unjudged + " rows not judged"),
         el("span", null, c.flagged + " flagged final answers"),
         judge.judge_model ? el("span", null, "judge " + judge.judge_model + " (" + (judge.strategy || "?") + ", threshold " + fmt(judge.threshold, 2) + ")") : null,
         isNum(cal.agreement) ? el("span", null, "calibration agreement " + fmt(cal.agreement) + " on " + cal.n + " pairs") : null),
-      cal.below_floor ? el("div", { class: "warn" }, "The judge's calibration agreement " + fmt(cal.agreement) + " is under the floor of " + fmt(cal.min_agreement, 2) + ": its verdicts are close to chance.") : null);
+      cal.below_floor ? el("div", { class: "warn" }, "The judge's calibration agreement " + fmt(cal.agreement) + " is under the floor of " + fmt(cal.min_agreement, 2) + ": its verdicts are close to chance.") : null,
+      sampleNote());
     const tab = tabs([["rows", "Rows"], ["principles", "Principle analytics"], ["info", "Run info"]]);
     if (tab === "rows") runRows(); else if (tab === "principles") runPrinciples(); else runInfo();
     if (state.open && tab === "rows") openChain(state.open); else closePanel();
@@ -267,7 +274,7 @@
     for (const i of shown) {
       const r = D.rows[i], v = r.verdict;
       body.append(el("tr", { class: state.open === r.id ? "open" : null, tabindex: 0, data: { id: r.id }, on: { click: () => setState({ open: r.id }) } },
-        el("td", { class: "num" }, String(i + 1)),
+        el("td", { class: "num" }, String(rowNumber(i))),
         el("td", { class: "text", title: clip(lastUser(r.prompt), 600) }, clip(lastUser(r.prompt))),
         el("td", null, r.category || ""),
         el("td", null, (r.rounds || []).map((x) => x.principle_id).join(" → ")),
@@ -351,6 +358,7 @@
     }));
     $("main").replaceChildren(
       el("section", { class: "card" }, el("h2", null, "Principles"),
+        sampled ? el("p", { class: "muted", id: "figures-over" }, "Computed over all " + S.of + " rows of the run, not only the " + S.shown + " this page holds.") : null,
         el("p", { class: "muted" }, "Per principle of the constitution: rounds that drew it; share of those rounds whose revision changed the answer; mean change in length (words) from the answer it revised; share whose revision was flagged by the quality checks (flags that keep a text out of training) and whose critique was; and, for rows whose last round used it, the judge's win rate of the final revision over the initial answer (ties count half). Click a column to sort."),
         sortable(el("table", { id: "principles" }), PCOLS, ps, state.sort || "drawn"),
         el("div", { class: "filters" }, "bar chart: ", select("f-metric", "metric", PCOLS.filter((c) => c[2] === "num").map((c) => [c[0], c[1]]), metric, (v) => setState({ metric: v }, true))),
@@ -368,7 +376,17 @@
           el("tbody", null, ps.map(([id, p]) => el("tr", null, el("td", null, id), el("td", null, p.critique || ""), el("td", null, p.revision || "")))))),
       el("section", { class: "card" }, el("h2", null, "Comparison questions"),
         el("table", null, el("tbody", null, Object.entries(D.questions || {}).map(([id, q]) => el("tr", null, el("td", null, id), el("td", null, q || "")))))),
+      sampled ? strataCard() : null,
       el("section", { class: "card" }, el("h2", null, "run.yaml (without the constitution)"), el("pre", { class: "json" }, JSON.stringify(D.info || {}, null, 2))));
+  }
+
+  // The sample's strata: rows in the folder and on the page, per stratum (the biggest 200).
+  function strataCard() {
+    const by = S.strata_by || [];
+    return el("section", { class: "card" }, el("h2", null, "Rows on this page"), el("p", { class: "muted" }, S.text),
+      el("table", { id: "strata" }, el("thead", null, el("tr", null, by.map((b) => el("th", null, b)), el("th", { class: "num" }, "rows"), el("th", { class: "num" }, "on this page"))),
+        el("tbody", null, (S.strata || []).map((s) => el("tr", null, s.slice(0, by.length).map((x) => el("td", null, String(x))), el("td", { class: "num" }, String(s[by.length])), el("td", { class: "num" }, String(s[by.length + 1])))))),
+      S.strata_count > (S.strata || []).length ? el("p", { class: "muted" }, (S.strata_count - S.strata.length) + " smaller strata not listed.") : null);
   }
 
   // ------------------------------------------------------------ eval folders
@@ -383,7 +401,8 @@
         el("span", null, "n " + m.n + ": A wins " + m.wins + ", B wins " + m.losses + ", ties " + m.ties),
         el("span", null, "harmlessness A " + fmt(m.harmlessness) + " (B " + fmt(m.harmlessness_baseline) + ")"),
         el("span", null, "over-refusal A " + fmt(m.over_refusal) + " (B " + fmt(m.over_refusal_baseline) + ")")),
-      m.signal === false ? el("div", { class: "warn" }, "No signal: " + (m.signal_reasons || []).join("; ") + ". The win rate is noise, not a finding.") : null);
+      m.signal === false ? el("div", { class: "warn" }, "No signal: " + (m.signal_reasons || []).join("; ") + ". The win rate is noise, not a finding.") : null,
+      sampleNote());
     const tab = tabs([["pairs", "Pairs"], ["tables", "Tables and plot"], ["report", "report.md"]]);
     if (tab === "pairs") evalPairs(); else if (tab === "tables") evalTables(A, B); else reportView();
     if (state.open && tab === "pairs") openPair(state.open); else closePanel();
@@ -404,6 +423,9 @@
     return out;
   }
 
+  // A pair's key: its `index`, else its place in answers.jsonl (0-based)
+  function evalKey(r, i) { return String(r.index !== undefined ? r.index : rowNumber(i) - 1); }
+
   function evalPairs() {
     const cats = Object.keys(D.categories || {});
     const filters = el("div", { class: "filters" },
@@ -415,7 +437,7 @@
     const { bar, shown } = pager(D.rows.length, matching);
     const body = el("tbody");
     for (const i of shown) {
-      const r = D.rows[i], key = String(r.index !== undefined ? r.index : i);
+      const r = D.rows[i], key = evalKey(r, i);
       body.append(el("tr", { class: state.open === key ? "open" : null, tabindex: 0, data: { id: key }, on: { click: () => setState({ open: key }) } },
         el("td", { class: "num" }, key), el("td", { class: "text", title: clip(r.prompt, 600) }, clip(r.prompt)), el("td", null, r.category || ""),
         el("td", null, el("span", { class: "chip v-" + (r.outcome === "a" ? "decided" : r.outcome === "b" ? "flip" : "tie") }, r.outcome === "tie" ? "tie" : String(r.outcome).toUpperCase() + " wins")),
@@ -426,7 +448,7 @@
   }
 
   function openPair(key) {
-    const r = D.rows.find((x, i) => String(x.index !== undefined ? x.index : i) === key);
+    const r = D.rows.find((x, i) => evalKey(x, i) === key);
     if (!r) { closePanel(); return; }
     const m = D.metrics || {};
     const side = (s, name, text, finish, pr, phrase) => el("div", { class: "block", id: "answer-" + s },

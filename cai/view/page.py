@@ -14,7 +14,10 @@ import base64
 import hashlib
 import json
 import math
+import secrets
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Iterator
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE, STYLE, SCRIPT = "page.html", "page.css", "page.js"
@@ -46,7 +49,46 @@ def _finite(x):
     return x
 
 
-def render(data: dict) -> str:
+class JsonRows(Sequence):
+    """A page's rows already embedded (embed_json's text, as UTF-8): the page is written from these
+    bytes as they are, so a big page is never held twice, and Python reads a row back as the dict
+    the page's script will see."""
+
+    def __init__(self, texts: list[bytes]):
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [json.loads(t) for t in self.texts[i]]
+        return json.loads(self.texts[i])
+
+    @property
+    def nbytes(self) -> int:
+        """The rows as the page holds them, with the comma after each."""
+        return sum(len(t) + 1 for t in self.texts)
+
+
+def _data_chunks(data) -> Iterator[bytes]:
+    """embed_json(data) as UTF-8, in pieces: JsonRows in data["rows"] go in as they are."""
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, JsonRows):
+        yield embed_json(data).encode("utf-8")
+        return
+    while True:  # a marker no string in the data holds (64 random bits; checked)
+        marker = f"@@ROWS-{secrets.token_hex(8)}@@"
+        parts = embed_json({**data, "rows": marker}).split(json.dumps(marker))
+        if len(parts) == 2:
+            break
+    yield parts[0].encode("utf-8") + b"["
+    for k, t in enumerate(rows.texts):
+        yield b"," + t if k else t
+    yield b"]" + parts[1].encode("utf-8")
+
+
+def _chunks(data: dict) -> Iterator[bytes]:
     template = (HERE / TEMPLATE).read_text(encoding="utf-8")
     style = (HERE / STYLE).read_text(encoding="utf-8")
     script = (HERE / SCRIPT).read_text(encoding="utf-8")
@@ -58,14 +100,23 @@ def render(data: dict) -> str:
             .replace("/*@@STYLE@@*/", style)
             .replace("/*@@SCRIPT@@*/", script))
     head, tail = html.split("@@DATA@@")
-    return head + embed_json(data) + tail
+    yield head.encode("utf-8")
+    yield from _data_chunks(data)
+    yield tail.encode("utf-8")
+
+
+def render(data: dict) -> str:
+    return b"".join(_chunks(data)).decode("utf-8")
 
 
 def write(data: dict, out: Path) -> int:
-    """Write the page atomically; returns its size in bytes."""
-    html = render(data).encode("utf-8")
+    """Write the page atomically, piece by piece; returns its size in bytes."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(html)
+    size = 0
+    with open(tmp, "wb") as fh:
+        for chunk in _chunks(data):
+            fh.write(chunk)
+            size += len(chunk)
     tmp.replace(out)
-    return len(html)
+    return size
