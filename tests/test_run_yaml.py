@@ -151,3 +151,16 @@ def test_a_damaged_recipe_names_its_line(tmp_path):
     f.write_text("- lr\n")
     with pytest.raises(UsageError, match=r"r\.yaml: line 1: the file holds a list at the top, not a mapping"):
         read_recipe_file(f)
+
+
+def test_cai_view_of_a_damaged_run_yaml_names_the_file_and_line(tmp_path):
+    from click.testing import CliRunner
+
+    from cai.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "generations.jsonl").write_text("")
+    (run / "run.yaml").write_text("model: m\nconfig: [unclosed\n")
+    res = CliRunner().invoke(main, ["view", str(run)])
+    assert res.exit_code == 2 and "run.yaml: line" in res.output, res.output

@@ -18,11 +18,10 @@ from typing import Iterator
 from urllib.parse import quote
 
 import numpy as np
-import yaml
 
 from cai.errors import UsageError
 from cai.quality import FLAGS, INFORMATIVE, excluding
-from cai.records import GENERATIONS, PREFERENCES, RUN_YAML, TIES, read_rows
+from cai.records import GENERATIONS, PREFERENCES, RUN_YAML, TIES, read_rows, read_run_yaml
 from cai.view import analytics, page, sample
 
 RUN, EVAL, ITERATE = "run", "eval", "iterate"
@@ -218,7 +217,7 @@ def load_run(path: Path, rows: sample.Limit | str | int | None = None) -> dict:
     judged id for the join and the sample), and only the rows the page embeds are read back whole.
     `rows`: the limit on them (sample.parse_limit; default: the page's byte budget)."""
     limit = sample.parse_limit(rows)
-    info = _yaml(path / RUN_YAML)
+    info = read_run_yaml(path / RUN_YAML) if (path / RUN_YAML).is_file() else {}
     snapshot = info.get("constitution") or {}
     principles = {p["id"]: {k: p.get(k) for k in ("critique", "revision", "weight", "tags")}
                   for p in snapshot.get("principles") or [] if isinstance(p, dict) and "id" in p}
@@ -540,13 +539,3 @@ def _text(f: Path) -> str | None:
     if not f.is_file():
         return None
     return f.read_text(encoding="utf-8", errors="replace")
-
-
-def _yaml(f: Path) -> dict:
-    if not f.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(f.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{f}: not readable YAML ({exc})") from None
-    return data if isinstance(data, dict) else {}
