@@ -260,7 +260,10 @@ def test_eval_default_model_against_itself(tmp_path, model_path):
     from cai.cli import main
 
     out = tmp_path / "eval"
+    # Short answers and one answer per side for each compliance question: every judge call still runs
+    # on the real engine, on prompts a third as long, and compliance asks 16 x 1 x 4 calls, not x 8.
     res = CliRunner().invoke(main, ["eval", "--model", "smollm2-135m", "--baseline", "smollm2-135m", "--limit", "8",
+                                    "--max-tokens", "48", "--compliance-limit", "1",
                                     "--backend", "vllm", "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
@@ -280,6 +283,10 @@ def test_eval_default_model_against_itself(tmp_path, model_path):
             assert f[key] is None or 0.0 <= f[key] <= 1.0
     assert m["models"]["A"]["refusal_rate_harmful"] == m["models"]["B"]["refusal_rate_harmful"]
     assert all(0.0 < r["p_refuse_a"] < 1.0 for r in rows)  # read from probabilities, not a keyword list
+    # every principle rated on the first answer of each side; the same answer, so (nearly) the same P
+    comp = m["compliance"]
+    assert len(comp) == 16 and all(c["n"] == 1 for c in comp.values())
+    assert all(abs(c["mean_p_a"] - c["mean_p_b"]) < 0.02 for c in comp.values())
     assert (out / "win_rates.png").read_bytes()[:8] == PNG_MAGIC
     assert "## Examples" in (out / "report.md").read_text()
     assert "win rate smollm2-135m over smollm2-135m" in res.output
