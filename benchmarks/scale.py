@@ -11,7 +11,8 @@ command as its own process, one at a time, and prints its seconds and peak resid
 peak(largest) / peak(smallest), whose goal is <= 1.5: memory flat in the run's size. Time should
 grow linearly with the rows (the s/1k-rows column). `cai judge` runs over a run whose pairs are all
 judged already (a resume: the streamed passes over the run, not the engine, which is the same at
-every size) with an instant stand-in engine, because a real judge on 100k pairs takes hours.
+every size) with an instant stand-in engine, because a real judge on 100k pairs takes hours. The
+exports keep flagged rows (`--keep-flagged`), so every size writes rows whatever the source's flags.
 """
 
 from __future__ import annotations
@@ -131,11 +132,11 @@ def commands(run: Path, work: Path) -> list[tuple[str, list[str], Path | None]]:
     cai = str(BIN / "cai")
     out = []
     for fmt in ("sft", "dpo", "kto"):
-        out.append((f"export {fmt} jsonl", [cai, "export", str(run), "--format", fmt, "--out",
+        out.append((f"export {fmt} jsonl", [cai, "export", str(run), "--format", fmt, "--keep-flagged", "--out",
                                              str(work / f"{fmt}.jsonl")], None))
-    out.append(("export dpo parquet", [cai, "export", str(run), "--format", "dpo", "--to", "parquet", "--out",
-                                        str(work / "dpo.parquet")], None))
-    out.append(("export sft hf", [cai, "export", str(run), "--format", "sft", "--to", "hf", "--out",
+    out.append(("export dpo parquet", [cai, "export", str(run), "--format", "dpo", "--keep-flagged", "--to", "parquet",
+                                        "--out", str(work / "dpo.parquet")], None))
+    out.append(("export sft hf", [cai, "export", str(run), "--format", "sft", "--keep-flagged", "--to", "hf", "--out",
                                    str(work / "sft_hf")], None))
     out.append(("judge (resumed)", [sys.executable, "-c", JUDGE, str(run)], None))
     out.append(("view", [cai, "view", str(run), "--out", str(work / "view.html")], work / "view.html"))
