@@ -1,7 +1,10 @@
 """transformers backend: the fallback where vLLM does not run, and the reference for correctness.
 
 Batched generation with left padding; conversations are sorted by length inside a call so that a
-micro-batch wastes little on padding, and results are put back in input order.
+micro-batch wastes little on padding, and results are put back in input order. Each request is
+tokenized once: the ids `count_tokens` computed for a context check are the ones run (PromptTokens),
+and a request that does not fit the context is not run (`finish_reason="too_long"`, or -inf for
+every option).
 """
 
 from __future__ import annotations
@@ -9,8 +12,8 @@ from __future__ import annotations
 import math
 from typing import Literal, Sequence
 
-from cai.backends.base import (BackendOptions, Completion, Conversation, Engine, SamplingParams, option,
-                               option_token_variants, prefixes_for)
+from cai.backends.base import (BackendOptions, Completion, Conversation, Engine, PromptTokens, SamplingParams, option,
+                               option_token_variants, prefixes_for, tokenize_once, too_long_completions, unasked)
 from cai.backends.hardware import DTYPES, compute_dtype
 
 
@@ -41,6 +44,7 @@ class HFBackend(Engine):
         self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
         # Tokens a conversation plus its reply may hold (positions beyond it are not trained).
         self.context_window = getattr(self.lm.config, "max_position_embeddings", None)
+        self.prompts = PromptTokens(self._ids, keep=tokenize_once())  # the ids count_tokens computed, run as they are
 
     def kv_capacity(self) -> int | None:
         return None  # transformers allocates per forward pass: the batch size is the bound
@@ -49,7 +53,7 @@ class HFBackend(Engine):
         return self.batch_size
 
     def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
-        return len(self.tok(self._render(conv, prefix=prefix), add_special_tokens=False)["input_ids"])
+        return self.prompts.count(conv, prefix)
 
     def _render(self, conv: Conversation, *, prefix: str | None = None) -> str:
         if prefix is None:
@@ -57,26 +61,37 @@ class HFBackend(Engine):
         conv = list(conv) + [{"role": "assistant", "content": prefix}]
         return self.tok.apply_chat_template(conv, tokenize=False, continue_final_message=True)
 
-    def _batches(self, texts: list[str]):
+    def _ids(self, conv: Conversation, prefix: str | None = None) -> list[int]:
+        # The chat template already holds the BOS and role markers.
+        return self.tok(self._render(conv, prefix=prefix), add_special_tokens=False)["input_ids"]
+
+    def _batches(self, ids: list[list[int]]):
         """Index batches of similar length (less padding), in order of decreasing length."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         for s in range(0, len(order), self.batch_size):
             yield order[s : s + self.batch_size]
 
-    def _encode(self, texts: list[str]):
-        # The chat template already holds the BOS and role markers.
-        return self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+    def _encode(self, ids: list[list[int]]):
+        return self.tok.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+
+    def _split(self, conversations, prefixes, new_tokens: int):
+        """The indices to run, {index: ids} of those, and {index: prompt tokens} of those that do not fit."""
+        send, over = self.prompts.split(conversations, prefixes, new_tokens, self.context_window)
+        return [i for i, _ in send], {i: ids for i, ids in send}, over
 
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
         import torch
 
-        texts = [self._render(c) for c in conversations]
-        results: list[list[Completion]] = [[] for _ in texts]
+        index, ids, over = self._split(conversations, [None] * len(conversations), params.max_tokens)
+        results: list[list[Completion]] = [[] for _ in conversations]
+        for i, n in over.items():
+            results[i] = too_long_completions(params.n, n, params.max_tokens, self.context_window)
         eos = {self.tok.eos_token_id, self.tok.pad_token_id} - {None}
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        for idx in self._batches(texts):
-            enc = self._encode([texts[i] for i in idx])
+        rows = [ids[i] for i in index]
+        for batch in self._batches(rows):
+            enc = self._encode([rows[b] for b in batch])
             sample = params.temperature > 0
             kwargs = dict(
                 max_new_tokens=params.max_tokens,
@@ -93,9 +108,9 @@ class HFBackend(Engine):
             with torch.inference_mode():
                 out = self.lm.generate(**enc, **kwargs)
             gen = out[:, enc["input_ids"].shape[1] :].tolist()
-            for j, i in enumerate(idx):
+            for j, b in enumerate(batch):
                 for k in range(params.n):
-                    results[i].append(self._completion(gen[j * params.n + k], eos, params))
+                    results[index[b]].append(self._completion(gen[j * params.n + k], eos, params))
         return results
 
     def _completion(self, ids: list[int], eos: set[int], params: SamplingParams) -> Completion:
@@ -125,17 +140,19 @@ class HFBackend(Engine):
         import torch
 
         prefixes = prefixes_for(assistant_prefix, len(conversations))
-        texts = [self._render(c, prefix=p) for c, p in zip(conversations, prefixes)]
-        ids = {o: self.option_ids(o) for o in options}
-        results: list[dict[str, float]] = [{} for _ in texts]
-        for idx in self._batches(texts):
-            enc = self._encode([texts[i] for i in idx])
+        index, ids, over = self._split(conversations, prefixes, 1)
+        option_ids = {o: self.option_ids(o) for o in options}
+        results: list[dict[str, float]] = [unasked(options) if i in over else {} for i in range(len(conversations))]
+        rows = [ids[i] for i in index]
+        for batch in self._batches(rows):
+            enc = self._encode([rows[b] for b in batch])
             with torch.inference_mode():
                 logits = self.lm(**enc).logits[:, -1, :].float()
             logp = torch.log_softmax(logits, dim=-1)
-            for j, i in enumerate(idx):
-                results[i] = {
-                    o: (torch.logsumexp(logp[j, ids[o]], 0).item() if ids[o] else -math.inf) for o in options
+            for j, b in enumerate(batch):
+                results[index[b]] = {
+                    o: (torch.logsumexp(logp[j, option_ids[o]], 0).item() if option_ids[o] else -math.inf)
+                    for o in options
                 }
         return results
 

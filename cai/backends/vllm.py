@@ -5,6 +5,12 @@ offline one. What both engines share (the process's one engine, the engine argum
 machine, request and output conversions) is in `vllm_engine.py`; vLLM's API moves between releases,
 so its calls live in these three files. The engine is started once per process (it spawns a worker
 process and takes ~20 s on a CPU) and kept in a module cache.
+
+Both engines get requests as token ids, each request tokenized once: the ids `count_tokens`
+computed for a stage's context check (`overflow()`) are the ones sent, and a request nobody checked
+is rendered where it is sent (base.PromptTokens). A request that does not fit the context is found
+there and not sent: `finish_reason="too_long"` completions (or -inf for every option of a judge's
+question) while the rest of its batch runs, where vLLM would have failed the whole batch.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from cai.backends.base import (BackendOptions, Completion, Conversation, Engine, SamplingParams, conversation_seed,
-                               merge_option_logprobs, option, prefixes_for)
+from cai.backends.base import (BackendOptions, Completion, Conversation, Engine, PromptTokens, SamplingParams,
+                               conversation_seed, merge_option_logprobs, option, prefixes_for, tokenize_once,
+                               too_long_completions, unasked)
 from cai.backends.vllm_engine import (TOP_LOGPROBS, activate, decoded_logprobs, engine_args, kv_tokens,
-                                      to_completions, to_vllm_params)
+                                      render_ids, to_completions, to_vllm_params)
 # Importable from here as before the shared pieces moved to vllm_engine.py.
 from cai.backends.vllm_engine import (SMALL_MACHINE_CPUS, cpu_kv_fraction, engine_defaults,  # noqa: F401
                                       ngram_speculation, shutdown_all, use_all_cpus)
@@ -114,17 +121,26 @@ class VLLMBackend(Engine):
         self._opts = engine_opts
         self.context_window = engine_args(model, **engine_opts)["max_model_len"]
         self._tok = None
+        # The ids `count_tokens` computed, sent as they are (see PromptTokens).
+        self.prompts = PromptTokens(self._render, keep=tokenize_once())
         self.llm  # start the engine now, not on the first request
+        self.prompts.sized_for(self.kv_capacity())
 
-    def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
+    @property
+    def tok(self):
         if self._tok is None:
             from transformers import AutoTokenizer
 
             self._tok = AutoTokenizer.from_pretrained(self.model)
-        if prefix is None:
-            return len(self._tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=False))
-        conv = list(conv) + [{"role": "assistant", "content": prefix}]
-        return len(self._tok.apply_chat_template(conv, tokenize=True, continue_final_message=True, return_dict=False))
+        return self._tok
+
+    def _render(self, conv: Conversation, prefix: str | None = None) -> list[int]:
+        """The request's prompt ids, as vLLM's chat path renders it: the chat template (a new
+        assistant turn, or the prefix's turn continued), tokenized without added special tokens."""
+        return render_ids(self.tok, conv, prefix)
+
+    def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
+        return self.prompts.count(conv, prefix)
 
     def kv_capacity(self) -> int | None:
         return kv_tokens(getattr(getattr(self.llm, "llm_engine", None), "vllm_config", None))
@@ -138,31 +154,57 @@ class VLLMBackend(Engine):
         # (one at a time), and this one then transparently starts it again.
         return engine(self.model, **self._opts)
 
+    def _chat_params(self, conversations: Sequence[Conversation], params: SamplingParams) -> list:
+        if params.seed is None:
+            return [to_vllm_params(params)] * len(conversations)
+        # A seed per request, from the run seed and the conversation itself, so a sample does not
+        # depend on which other requests happened to share its batch.
+        return [to_vllm_params(params.model_copy(update={"seed": conversation_seed(params.seed, c)}))
+                for c in conversations]
+
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
+        """A conversation that does not fit the context with `params.max_tokens` more is not sent:
+        its completions come back with `finish_reason="too_long"`, and the rest of the batch runs."""
         if not conversations:
             return []
-        if params.seed is None:
-            sps = to_vllm_params(params)
-        else:
-            # A seed per request, from the run seed and the conversation itself, so a sample does
-            # not depend on which other requests happened to share its batch.
-            sps = [to_vllm_params(params.model_copy(update={"seed": conversation_seed(params.seed, c)}))
-                   for c in conversations]
-        outs = self.llm.chat(list(map(list, conversations)), sps, use_tqdm=False)
-        return [to_completions(o) for o in outs]
+        sps = self._chat_params(conversations, params)
+        if not self.prompts.keep:  # vLLM renders and tokenizes each conversation again (as before)
+            outs = self.llm.chat(list(map(list, conversations)), sps, use_tqdm=False)
+            return [to_completions(o) for o in outs]
+        send, over = self.prompts.split(conversations, [None] * len(conversations), params.max_tokens,
+                                        self.context_window)
+        results: list = [None] * len(conversations)
+        for i, n in over.items():
+            results[i] = too_long_completions(params.n, n, params.max_tokens, self.context_window)
+        if send:
+            outs = self.llm.generate([{"prompt_token_ids": ids} for _, ids in send], [sps[i] for i, _ in send],
+                                     use_tqdm=False)
+            for (i, _), o in zip(send, outs):
+                results[i] = to_completions(o)
+        return results
 
     def choice_logprobs(self, conversations: Sequence[Conversation], assistant_prefix: str | Sequence[str],
                         options: Sequence[str]) -> list[dict[str, float]]:
+        """A request that does not fit the context (with the option's token) is not sent: -inf for
+        every option."""
         if not conversations:
             return []
         from vllm import SamplingParams as VSP
 
         prefixes = prefixes_for(assistant_prefix, len(conversations))
-        convs = [list(c) + [{"role": "assistant", "content": p}] for c, p in zip(conversations, prefixes)]
         sp = VSP(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
-        outs = self.llm.chat(convs, sp, use_tqdm=False, add_generation_prompt=False,
-                             continue_final_message=True)
-        return [merge_option_logprobs(decoded_logprobs(o.outputs[0].logprobs[0]), options) for o in outs]
+        if not self.prompts.keep:  # as before: vLLM renders each conversation itself
+            convs = [list(c) + [{"role": "assistant", "content": p}] for c, p in zip(conversations, prefixes)]
+            outs = self.llm.chat(convs, sp, use_tqdm=False, add_generation_prompt=False,
+                                 continue_final_message=True)
+            return [merge_option_logprobs(decoded_logprobs(o.outputs[0].logprobs[0]), options) for o in outs]
+        send, over = self.prompts.split(conversations, prefixes, 1, self.context_window)
+        results: list = [unasked(options) if i in over else None for i in range(len(conversations))]
+        if send:
+            outs = self.llm.generate([{"prompt_token_ids": ids} for _, ids in send], sp, use_tqdm=False)
+            for (i, _), o in zip(send, outs):
+                results[i] = merge_option_logprobs(decoded_logprobs(o.outputs[0].logprobs[0]), options)
+        return results
 
     def close(self) -> None:
         # The engine stays cached for the process: starting it again costs ~20 s on a CPU.

@@ -18,9 +18,9 @@ import itertools
 import threading
 from typing import Sequence
 
-from cai.backends.base import (Completion, Conversation, SamplingParams, conversation_seed, merge_option_logprobs,
-                               prefixes_for)
-from cai.backends.vllm_engine import (TOP_LOGPROBS, activate, decoded_logprobs, engine_args, kv_tokens,
+from cai.backends.base import (Completion, Conversation, PromptTokens, SamplingParams, conversation_seed,
+                               merge_option_logprobs, prefixes_for, tokenize_once, too_long_completions, unasked)
+from cai.backends.vllm_engine import (TOP_LOGPROBS, activate, decoded_logprobs, engine_args, kv_tokens, render_ids,
                                       to_completions, to_vllm_params)
 
 
@@ -87,7 +87,11 @@ class _AsyncEngine:
 
 
 class AsyncVLLMBackend:
-    """The `vllm` backend's default engine (see `VLLMBackend.open`), with the same Options."""
+    """The `vllm` backend's default engine (see `VLLMBackend.open`), with the same Options.
+
+    Requests go to the engine as token ids, each request tokenized once: the ids `count_tokens`
+    computed for a context check are the ones sent (PromptTokens). A request that does not fit the
+    context is not sent: `finish_reason="too_long"` completions, or -inf for every option."""
 
     name = "vllm"
 
@@ -99,7 +103,9 @@ class AsyncVLLMBackend:
         self.tok = AutoTokenizer.from_pretrained(model)
         self._args = dict(engine_args(model, **engine_opts), disable_log_stats=True)
         self.context_window = self._args["max_model_len"]
+        self.prompts = PromptTokens(self._render, keep=tokenize_once())
         self._engine  # start now, not on the first request
+        self.prompts.sized_for(self.kv_capacity())
 
     @property
     def _engine(self) -> _AsyncEngine:
@@ -116,13 +122,10 @@ class AsyncVLLMBackend:
         return None  # bounded by the KV cache
 
     def count_tokens(self, conv: Conversation, prefix: str | None = None) -> int:
-        return len(self._render(conv, prefix))
+        return self.prompts.count(conv, prefix)
 
     def _render(self, conv: Conversation, prefix: str | None = None) -> list[int]:
-        if prefix is None:
-            return self.tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=False)
-        conv = list(conv) + [{"role": "assistant", "content": prefix}]
-        return self.tok.apply_chat_template(conv, tokenize=True, continue_final_message=True, return_dict=False)
+        return render_ids(self.tok, conv, prefix)
 
     async def _generate(self, ids: list[int], sp):
         from vllm.sampling_params import RequestOutputKind
@@ -147,27 +150,46 @@ class AsyncVLLMBackend:
 
         return VSP(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS)
 
+    def _too_long(self, n: int, prompt_tokens: int, params: SamplingParams) -> list[Completion]:
+        return too_long_completions(n, prompt_tokens, params.max_tokens, self.context_window)
+
     async def achat_one(self, conversation: Conversation, params: SamplingParams) -> list[Completion]:
-        out = await self._submit(self._render(conversation), self._chat_params(conversation, params))
+        ids = self.prompts.take(conversation)
+        if len(ids) + params.max_tokens > self.context_window:
+            return self._too_long(params.n, len(ids), params)
+        out = await self._submit(ids, self._chat_params(conversation, params))
         return to_completions(out)
 
     async def achoice_logprobs_one(self, conversation: Conversation, prefix: str, options: Sequence[str]) -> dict[str, float]:
-        out = await self._submit(self._render(conversation, prefix), self._logprob_params())
+        ids = self.prompts.take(conversation, prefix)
+        if len(ids) + 1 > self.context_window:
+            return unasked(options)
+        out = await self._submit(ids, self._logprob_params())
         return merge_option_logprobs(decoded_logprobs(out.outputs[0].logprobs[0]), options)
 
     async def _gather(self, coros):
         return await asyncio.gather(*coros)
 
     def chat(self, conversations: Sequence[Conversation], params: SamplingParams) -> list[list[Completion]]:
-        futs = [self._generate(self._render(c), self._chat_params(c, params)) for c in conversations]
-        return [to_completions(o) for o in self._engine.call(self._gather(futs))]
+        send, over = self.prompts.split(conversations, [None] * len(conversations), params.max_tokens,
+                                        self.context_window)
+        results: list = [None] * len(conversations)
+        for i, n in over.items():
+            results[i] = self._too_long(params.n, n, params)
+        futs = [self._generate(ids, self._chat_params(conversations[i], params)) for i, ids in send]
+        for (i, _), o in zip(send, self._engine.call(self._gather(futs))):
+            results[i] = to_completions(o)
+        return results
 
     def choice_logprobs(self, conversations: Sequence[Conversation], assistant_prefix: str | Sequence[str],
                         options: Sequence[str]) -> list[dict[str, float]]:
         prefixes = prefixes_for(assistant_prefix, len(conversations))
-        futs = [self._generate(self._render(c, p), self._logprob_params()) for c, p in zip(conversations, prefixes)]
-        return [merge_option_logprobs(decoded_logprobs(o.outputs[0].logprobs[0]), options)
-                for o in self._engine.call(self._gather(futs))]
+        send, over = self.prompts.split(conversations, prefixes, 1, self.context_window)
+        results: list = [unasked(options) if i in over else None for i in range(len(conversations))]
+        futs = [self._generate(ids, self._logprob_params()) for _, ids in send]
+        for (i, _), o in zip(send, self._engine.call(self._gather(futs))):
+            results[i] = merge_option_logprobs(decoded_logprobs(o.outputs[0].logprobs[0]), options)
+        return results
 
     def close(self) -> None:
         pass

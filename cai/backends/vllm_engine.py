@@ -11,7 +11,7 @@ import atexit
 import os
 from pathlib import Path
 
-from cai.backends.base import Completion, SamplingParams
+from cai.backends.base import Completion, Conversation, SamplingParams
 from cai.backends.hardware import compute_dtype
 
 # The one engine of this process (offline or async kind): a second would double the memory and
@@ -157,6 +157,17 @@ def shutdown_all() -> None:
     _ACTIVE.update(key=None, engine=None, stop=None)
     if eng is not None:
         stop(eng)
+
+
+def render_ids(tok, conv: Conversation, prefix: str | None = None) -> list[int]:
+    """A request's prompt ids as vLLM's chat path makes them (`LLM.chat`: the chat template, then
+    the text tokenized without added special tokens, since the template holds them): a new
+    assistant turn when `prefix` is None, else the assistant's reply `prefix` continued. Both
+    backends send these ids as token prompts, so vLLM does not render the request again."""
+    if prefix is None:
+        return tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=True, return_dict=False)
+    conv = list(conv) + [{"role": "assistant", "content": prefix}]
+    return tok.apply_chat_template(conv, tokenize=True, continue_final_message=True, return_dict=False)
 
 
 def to_vllm_params(params: SamplingParams, **extra):
