@@ -77,6 +77,9 @@ class FakeLLM:
     def chat(self, conversations, params, **_):
         return [_output() for _ in conversations]
 
+    def generate(self, prompts, params, **_):  # token prompts: the backend sends the ids it counted
+        return [_output() for _ in prompts]
+
 
 @pytest.fixture
 def fake_vllm(monkeypatch):
