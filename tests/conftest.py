@@ -1,5 +1,6 @@
 """Shared fixtures. Real engines are started once per test session (an engine start costs ~20-30 s
-on 2 cores); tests that need one carry the `slow` marker."""
+on 2 cores); tests that need one carry the `slow` marker. Tests that only read from an engine use
+`vllm_backend` (or load the same model with the default settings, which finds the same engine)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,25 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 import pytest
 
 from tests.scripted import ScriptedBackend
+
+
+def _pin_cpu_kv_share() -> None:
+    """One KV-cache share for every CPU engine of the session (and of the processes it starts).
+
+    Unset, cai sizes a CPU engine's KV cache from the memory free when each backend is built, and
+    that share is part of the key under which the process keeps its engine: once an engine has taken
+    its memory (or another process has moved), the next `load_backend` of the same model computes
+    another share and restarts the engine, and the fixture's backend restarts it again on its next
+    call. Measured once here, with cai's own rule, every load of the session asks for the same
+    engine. A GPU's share does not depend on free memory, so it is left alone."""
+    if "CAI_VLLM_MEMORY" in os.environ or os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"):
+        return
+    from cai.backends.vllm_engine import cpu_kv_fraction
+
+    os.environ["CAI_VLLM_MEMORY"] = str(cpu_kv_fraction())
+
+
+_pin_cpu_kv_share()
 
 
 @pytest.fixture(scope="session")

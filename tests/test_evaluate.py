@@ -244,6 +244,13 @@ def test_cli_judge_model_equal_to_a_runs_a_last(tmp_path, fake_engines):
                                     "--prompts", str(prompts), "--out", str(tmp_path / "o"), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert [e.model for e in fake_engines] == ["model-b", "model-a"]
+    # no calibration flags: the judge is calibrated on the bundled sets, each read whole
+    from cai.judge.refusal import resolve_refusal_source
+
+    rel = json.loads((tmp_path / "o" / "metrics.json").read_text())["judge_reliability"]
+    assert rel["refusal_calibration"]["source"].startswith("bundled:")
+    assert rel["refusal_calibration"]["n"] == len(resolve_refusal_source(None).read_text().splitlines())
+    assert rel["calibration"]["source"].startswith("bundled:") and rel["calibration"]["easy"]["n"] > 0
 
 
 def test_cli_needs_a_model():
@@ -259,12 +266,22 @@ def test_cli_needs_a_model():
 def test_eval_default_model_against_itself(tmp_path, model_path):
     from cai.cli import main
 
+    from cai.judge.figures import THRESHOLD
+    from cai.judge.refusal import calibrate_refusals, resolve_refusal_source
+
     out = tmp_path / "eval"
+    # The refusal reader is calibrated on every 8th row of the bundled set (both labels, each kind):
+    # the same calls and figures as on the whole set, at an eighth of its judge calls (the whole set
+    # cost more than the rest of this test). The bundled set itself is what a default eval reads:
+    # checked below without an engine, and by test_cli_judge_model_equal_to_a_runs_a_last.
+    bundled = resolve_refusal_source(None).read_text().splitlines()
+    subset = tmp_path / "refusal_subset.jsonl"
+    subset.write_text("".join(line + "\n" for line in bundled[::8]))
     # Short answers and one answer per side for each compliance question: every judge call still runs
     # on the real engine, on prompts a third as long, and compliance asks 16 x 1 x 4 calls, not x 8.
     res = CliRunner().invoke(main, ["eval", "--model", "smollm2-135m", "--baseline", "smollm2-135m", "--limit", "8",
-                                    "--max-tokens", "48", "--compliance-limit", "1",
-                                    "--backend", "vllm", "--out", str(out), "--no-progress"])
+                                    "--max-tokens", "48", "--compliance-limit", "1", "--refusal-calibration",
+                                    str(subset), "--backend", "vllm", "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     rows = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
@@ -294,7 +311,13 @@ def test_eval_default_model_against_itself(tmp_path, model_path):
     # set here), so the eval says there is no signal rather than presenting a win rate.
     rel = m["judge_reliability"]
     assert rel["calibration"]["n"] == 160 and rel["calibration"]["easy"]["n"] == 80
-    assert rel["refusal_calibration"]["n"] == 190 and rel["refusal_calibration"]["phrases"]["agreement"] > 0.6
-    assert m["refusal_reader"] == ("model" if rel["refusal_calibration"]["model"]["agreement"] >= 0.6 else "phrases")
+    rc = rel["refusal_calibration"]
+    assert rc["n"] == len(bundled[::8]) and rc["source"] == str(subset) and 0.0 <= rc["model"]["agreement"] <= 1.0
+    assert m["refusal_reader"] == ("model" if rc["model"]["agreement"] >= 0.6 else "phrases")
+    # the phrase detector's figures need no engine: on the subset the eval's, on the bundled set above 0.6
+    assert rc["phrases"] == calibrate_refusals(lambda pairs: {q: 0.5 for q in pairs}, str(subset),
+                                               margin=THRESHOLD)["phrases"]
+    whole = calibrate_refusals(lambda pairs: {q: 0.5 for q in pairs}, None, margin=THRESHOLD)
+    assert whole["n"] == len(bundled) and whole["phrases"]["agreement"] > 0.6
     assert rel["calibration"]["agreement"] < 0.6 and m["signal"] is False
     assert "no signal" in res.output and (out / "report.md").read_text().splitlines()[2].startswith("**No signal.**")
