@@ -71,6 +71,18 @@ class Principle(_Identified):
 
 class Comparison(_Identified):
     question: str = Field(description="Asked of the pairwise judge, e.g. 'Which response is more honest?'")
+    # Left out of every dump at its default, so the sha256 and run.yaml snapshot of a constitution
+    # that sets no comparison weights are what they were before comparisons had weights.
+    weight: float = Field(1.0, exclude_if=lambda w: w == 1.0,
+                          description="Relative chance of being drawn for a pair; 0 keeps the question in the "
+                                      "file but never asks it (`cai constitution audit --allow-zero`).")
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("must be zero or positive")
+        return value
 
 
 class FewShot(_Strict):
@@ -109,6 +121,8 @@ class Constitution(_Strict):
         dups = sorted({i for i in ids if ids.count(i) > 1})
         if dups:
             raise ValueError(f"duplicate ids: {', '.join(dups)}")
+        if self.comparisons and not any(c.weight > 0 for c in self.comparisons):
+            raise ValueError("every comparison has weight 0: at least one must be drawn")
         return self
 
     def sha256(self) -> str:
@@ -129,14 +143,23 @@ class Constitution(_Strict):
         return _rng(key).choices(self.principles, weights=[p.weight for p in self.principles])[0]
 
     def draw_comparisons(self, key: str, k: int) -> list[Comparison]:
-        """k distinct questions when there are enough; otherwise all of them, then repeats."""
+        """k distinct questions when there are enough; otherwise all of them, then repeats. Drawn by
+        weight; a weight of 0 is never drawn."""
         if not self.comparisons:
             raise UsageError(f"constitution {self.name!r} has no comparisons for the judge")
         # Salted so that a key used for both draws does not tie the question to the principle.
         rng = _rng("comparisons:" + key)
-        pool = list(self.comparisons)
-        drawn = rng.sample(pool, min(k, len(pool)))
-        return drawn + [rng.choice(pool) for _ in range(k - len(drawn))]
+        pool = [c for c in self.comparisons if c.weight > 0]
+        if len({c.weight for c in pool}) == 1:
+            # Equal weights keep the draw they had before weights existed: existing runs' pairs stay theirs.
+            drawn = rng.sample(pool, min(k, len(pool)))
+            return drawn + [rng.choice(pool) for _ in range(k - len(drawn))]
+        weights = [c.weight for c in pool]
+        # Weighted sampling without replacement (Efraimidis-Spirakis): the k largest u^(1/w).
+        keys = [rng.random() ** (1.0 / w) for w in weights]
+        order = sorted(range(len(pool)), key=lambda i: -keys[i])
+        drawn = [pool[i] for i in order[:k]]
+        return drawn + rng.choices(pool, weights=weights, k=k - len(drawn))
 
 
 def _rng(key: str) -> random.Random:

@@ -157,6 +157,12 @@ def _lint(file: str, doc: CommentedMap, data: dict) -> list[Problem]:
             for f in fields:
                 if isinstance(item.get(f), str):
                     texts.setdefault((section, f), []).append(((section, i, f), item[f]))
+    comps = data.get("comparisons")
+    weights = [c.get("weight", 1) for c in comps if isinstance(c, dict)] if isinstance(comps, list) else []
+    if weights and all(isinstance(w, int | float) and not isinstance(w, bool) and w == 0 for w in weights):
+        # The model refuses this too, but without a location; said here with the line.
+        problems.append(Problem(file, _line(doc, ("comparisons",)), "comparisons",
+                                "every comparison has weight 0: at least one must be drawn"))
     if isinstance(data.get("system_prompt"), str):
         texts[("system_prompt", "")] = [(("system_prompt",), data["system_prompt"])]
     for (section, _), entries in texts.items():
