@@ -10,6 +10,7 @@ run made by an older or newer cai still opens.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from array import array
@@ -159,6 +160,9 @@ def _verdict(pair: dict, gen: dict) -> dict:
         out["role"] = ("chosen" if final == pair.get("chosen") else "rejected" if final == pair.get("rejected")
                        else "compared")
         out["group"] = pair.get("source_ids") or []
+        # The page's labelling mode shows the pair's two answers; the one the row holds is not
+        # repeated (a revision pair's two answers are the row's own initial and final answer).
+        out["answers"] = {side: pair.get(side) for side in ("chosen", "rejected") if out["role"] != side}
     return out
 
 
@@ -209,6 +213,12 @@ def _match(keys: np.ndarray, values: np.ndarray, hashes: np.ndarray) -> np.ndarr
 
 def _ids(names: dict, name) -> int:
     return names.setdefault(name, len(names))
+
+
+def label_key(path: Path) -> str:
+    """The key a run's labelling marks are kept under in the browser: one per run folder wherever
+    the page was written from, and no path spelled out in the page beyond its title."""
+    return hashlib.sha256(str(path.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def load_run(path: Path, rows: sample.Limit | str | int | None = None) -> dict:
@@ -336,7 +346,7 @@ def load_run(path: Path, rows: sample.Limit | str | int | None = None) -> dict:
         "rows": page.JsonRows([text for _, text in chosen.rows]),
         "counts": counts, "analytics": {"principles": analytics.as_dicts(ptally.stats()),
                                         "questions": analytics.as_dicts(qtally.stats())},
-        "flag_names": sorted(flag_names),
+        "flag_names": sorted(flag_names), "label_key": label_key(path),
     }
     data["sample"] = _sample_note(chosen, n, limit, described, "flagged or flipped",
                                   ("category", "principle", "verdict"))

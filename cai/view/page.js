@@ -30,6 +30,12 @@
     return e;
   }
 
+  // replaceChildren takes a null for the text "null": a part left out (no warning, no sample note)
+  // must be dropped, not written.
+  function fill(parent, ...kids) {
+    parent.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false));
+  }
+
   // Only relative paths: no scheme (javascript:, data:, http:), no protocol-relative "//host".
   function safeHref(h) {
     h = String(h);
@@ -59,6 +65,7 @@
   // at one filtered table or one open chain, and a headless browser can be driven the same way.
 
   let state = readHash();
+  let currentTab = null; // the tab drawn last (the labelling keys act only on theirs)
   function readHash() {
     const s = {};
     for (const [k, v] of new URLSearchParams(location.hash.replace(/^#/, ""))) s[k] = v;
@@ -155,7 +162,7 @@
 
   function openPanel(nodes) {
     const panel = $("panel");
-    panel.replaceChildren(el("button", { type: "button", class: "close", on: { click: () => setState({ open: null }) } }, "close ✕"), ...nodes.flat(Infinity));
+    fill(panel, el("button", { type: "button", class: "close", on: { click: () => setState({ open: null }) } }, "close ✕"), nodes);
     panel.hidden = false;
   }
   function closePanel() { $("panel").hidden = true; $("panel").replaceChildren(); }
@@ -203,7 +210,7 @@
 
   function renderRun() {
     const c = D.counts, info = D.info || {}, judge = info.judge || {}, cal = info.judge_calibration || {};
-    $("top").replaceChildren(
+    fill($("top"),
       el("h1", null, "Run: " + (D.constitution || "?") + " · " + (info.model || "?")),
       el("div", { class: "path" }, D.title),
       el("div", { class: "facts" },
@@ -212,11 +219,15 @@
         el("span", null, c.unjudged + " rows not judged"),
         el("span", null, c.flagged + " flagged final answers"),
         judge.judge_model ? el("span", null, "judge " + judge.judge_model + " (" + (judge.strategy || "?") + ", threshold " + fmt(judge.threshold, 2) + ")") : null,
-        isNum(cal.agreement) ? el("span", null, "calibration agreement " + fmt(cal.agreement) + " on " + cal.n + " pairs") : null),
+        isNum(cal.agreement) ? el("span", null, "calibration agreement " + fmt(cal.agreement) + " on " + cal.n + " pairs") : null,
+        cal.skipped ? el("span", null, "calibration: not measured (--calibration none)") : null),
       cal.below_floor ? el("div", { class: "warn" }, "The judge's calibration agreement " + fmt(cal.agreement) + " is under the floor of " + fmt(cal.min_agreement, 2) + ": its verdicts are close to chance.") : null,
       sampleNote());
-    const tab = tabs([["rows", "Rows"], ["principles", "Principle analytics"], ["info", "Run info"]]);
-    if (tab === "rows") runRows(); else if (tab === "principles") runPrinciples(); else runInfo();
+    const names = [["rows", "Rows"], ["principles", "Principle analytics"], ["judge", "Judge calibration"]];
+    if (labelPairs().list.length) names.push(["label", "Label pairs"]);
+    const tab = currentTab = tabs([...names, ["info", "Run info"]]);
+    if (tab === "rows") runRows(); else if (tab === "principles") runPrinciples(); else if (tab === "judge") runJudge();
+    else if (tab === "label") runLabel(); else runInfo();
     if (state.open && tab === "rows") openChain(state.open); else closePanel();
   }
 
@@ -283,7 +294,7 @@
         el("td", { class: "num" }, v && isNum(v.p) ? fmt(v.p) : "")));
     }
     const head = el("tr", null, ["#", "prompt", "category", "principles", "final flags", "verdict", D.strategy === "samples" ? "P(chosen)" : "P(revision)"].map((h, k) => el("th", { class: k === 0 || k === 6 ? "num" : null }, h)));
-    $("main").replaceChildren(filters, bar, el("table", { class: "rows", id: "rows" }, el("thead", null, head), body));
+    fill($("main"), filters, bar, el("table", { class: "rows", id: "rows" }, el("thead", null, head), body));
   }
 
   function openChain(id) {
@@ -356,7 +367,7 @@
       fill.style.width = (100 * Math.min(1, w)).toFixed(1) + "%";
       return el("div", { class: "bar-row" }, el("span", { class: "name", title: p.id }, p.id), el("div", { class: "track" }, fill), el("span", { class: "val" }, col[3](p)));
     }));
-    $("main").replaceChildren(
+    fill($("main"),
       el("section", { class: "card" }, el("h2", null, "Principles"),
         sampled ? el("p", { class: "muted", id: "figures-over" }, "Computed over all " + S.of + " rows of the run, not only the " + S.shown + " this page holds.") : null,
         el("p", { class: "muted" }, "Per principle of the constitution: rounds that drew it; share of those rounds whose revision changed the answer; mean change in length (words) from the answer it revised; share whose revision was flagged by the quality checks (flags that keep a text out of training) and whose critique was; and, for rows whose last round used it, the judge's win rate of the final revision over the initial answer (ties count half). Click a column to sort."),
@@ -370,7 +381,7 @@
 
   function runInfo() {
     const ps = Object.entries(D.principles || {});
-    $("main").replaceChildren(
+    fill($("main"),
       el("section", { class: "card" }, el("h2", null, "Principles in the run's constitution"),
         el("table", null, el("thead", null, el("tr", null, el("th", null, "id"), el("th", null, "critique request"), el("th", null, "revision request"))),
           el("tbody", null, ps.map(([id, p]) => el("tr", null, el("td", null, id), el("td", null, p.critique || ""), el("td", null, p.revision || "")))))),
@@ -389,11 +400,257 @@
       S.strata_count > (S.strata || []).length ? el("p", { class: "muted" }, (S.strata_count - S.strata.length) + " smaller strata not listed.") : null);
   }
 
+  // ------------------------------------------------------------ the judge's calibration
+  // What run.yaml's judge_calibration says, as `cai judge` printed it: a skipped or missing
+  // calibration reads "not measured", one under the floor "no signal", never a bare figure.
+
+  function runJudge() {
+    const cal = (D.info || {}).judge_calibration;
+    const status = (kind, cls, text) => el("p", { id: "calibration-status", class: cls, data: { status: kind } }, text);
+    const label = el("p", { class: "muted" }, "To measure the judge on this run's own pairs: mark them on the Label pairs tab, download the file and run ",
+      el("code", null, "cai judge " + D.title + " --calibration FILE"), ".");
+    if (!cal || typeof cal !== "object") {
+      fill($("main"), el("section", { class: "card" }, el("h2", null, "Judge calibration"),
+        status("absent", "warn", "Not measured: run.yaml holds no judge_calibration (the run is not judged yet, or was judged before cai recorded one), so the judge's agreement with people is unknown (signal: not measured)."), label));
+      return;
+    }
+    if (cal.skipped) {
+      fill($("main"), el("section", { class: "card" }, el("h2", null, "Judge calibration"),
+        status("skipped", "warn", "Calibration none (--calibration none): the judge is not measured, so its labels' agreement with people is unknown (signal: not measured)."), label));
+      return;
+    }
+    // The floor is checked on the mean over the set's kinds where it has kinds (calibration.floor_figure).
+    const kinds = isNum(cal.balanced_agreement);
+    const figure = kinds ? cal.balanced_agreement : cal.agreement;
+    const figureName = kinds ? "agreement averaged over the set's kinds" : "agreement";
+    const head = cal.below_floor
+      ? status("no-signal", "warn", "No signal: the judge's " + figureName + " with the known answers, " + fmt(figure) + " on " + cal.n + " labelled pairs, is under the floor of " + fmt(cal.min_agreement, 2) + " (0.5 is a coin flip). Its labels are close to chance, and so is every figure below.")
+      : status("measured", "muted", "Measured on " + cal.n + " labelled pairs (" + (cal.source || "?") + ") with the settings the run was judged with" + (isNum(cal.min_agreement) ? "; the floor is " + fmt(cal.min_agreement, 2) : "") + ".");
+    const rows = [["labelled set", String(cal.source || "?")], ["pairs", String(cal.n)], ["agreement (ties half)", fmt(cal.agreement)]];
+    if (kinds) rows.push(["agreement averaged over kinds (the floor's figure)", fmt(cal.balanced_agreement)]);
+    for (const [k, f] of Object.entries(cal.by_kind || {})) rows.push(["  kind " + k, fmt(f.agreement) + " (n=" + f.n + ")"]);
+    rows.push(["position consistency", fmt(cal.position_consistency)], ["undecided in an order", fmt(cal.undecided_orders)],
+      ["longer answer wins", fmt(cal.longer_wins)], ["ties", String(cal.ties === undefined ? "n/a" : cal.ties)]);
+    if (cal.easy) rows.push(["easy tier (clear-cut pairs)", fmt(cal.easy.agreement) + " on " + cal.easy.n]);
+    if (cal.reused) rows.push(["", "measured earlier with the same settings, reused"]);
+    fill($("main"),
+      el("section", { class: "card" }, el("h2", null, "Judge calibration"), head, kvTable("calibration", rows)),
+      el("section", { class: "card" }, el("h2", null, "Confidence"), confidenceTable(cal)),
+      el("section", { class: "card" }, label));
+  }
+
+  function confidenceTable(cal) {
+    if (cal.by_confidence === undefined || cal.by_confidence === null) {
+      return el("p", { id: "confidence", class: "muted", data: { status: "not-measured" } }, "Not measured: this calibration was recorded before cai measured the judge's confidence.");
+    }
+    const buckets = Object.entries(cal.by_confidence);
+    const informative = cal.confidence_informative === true ? "yes" : cal.confidence_informative === false ? "no" : "not measurable";
+    const why = cal.confidence_informative === true ? " (a more confident bucket's 95% interval lies wholly above a less confident one's)"
+      : cal.confidence_informative === false ? " (no bucket's interval lies above a less confident one's)" : " (fewer than two buckets of 5 or more decided pairs)";
+    return el("div", null,
+      el("p", { class: "muted" }, "The decided calibration pairs in buckets of the judge's confidence |p − 0.5|: how many, and the share whose winner matched the label, with its 95% Wilson interval. A judge whose confidence means something agrees more often where it is more confident." + (cal.below_floor ? " The judge is under the floor: no signal." : "")),
+      el("table", { id: "confidence", class: "kv" },
+        el("thead", null, el("tr", null, el("th", null, "|p − 0.5|"), el("th", { class: "num" }, "decided pairs"), el("th", { class: "num" }, "agreement"), el("th", { class: "num" }, "95% interval"))),
+        el("tbody", null, buckets.length ? buckets.map(([k, f]) => el("tr", { data: { id: k } }, el("td", null, k), el("td", { class: "num" }, String(f.n)), el("td", { class: "num" }, fmt(f.agreement)), el("td", { class: "num" }, f.interval ? ci(f.interval) : "n/a")))
+          : el("tr", null, el("td", { colspan: 4, class: "muted" }, "no decided pairs")))),
+      kvTable("confidence-figures", [["expected calibration error (ece)", fmt(cal.ece)], ["Brier score", fmt(cal.brier)], ["agreement rises with confidence", informative + why]]));
+  }
+
+  // ------------------------------------------------------------ labelling mode
+  // The user marks the better answer of the run's pairs; the marks are kept in this browser's
+  // localStorage under the run (nothing leaves the page, which can make no request) and written as
+  // a `cai judge --calibration` file. Each pair's answers are shown as A and B in an order drawn at
+  // random for that pair and written in that order, so neither the judge's side nor the revision
+  // sits in one position, and the judge's verdict is not shown while labelling.
+
+  const STORE = "cai-view-labels:" + (D.label_key || D.title);
+  let storeNote = null;
+  let marks = loadMarks();
+  const orders = new Map();  // pair key → 0|1: which of its answers is shown (and written) as A
+  let forgetArmed = false;
+
+  function loadMarks() {
+    try {
+      const saved = JSON.parse(window.localStorage.getItem(STORE) || "null");
+      return saved && saved.v === 1 && saved.marks && typeof saved.marks === "object" ? saved.marks : {};
+    } catch (e) {
+      storeNote = "This browser keeps no storage for this page: marks last until it is closed, so download them first.";
+      return {};
+    }
+  }
+  function saveMarks() {
+    try { window.localStorage.setItem(STORE, JSON.stringify({ v: 1, marks })); storeNote = null; }
+    catch (e) { storeNote = "The browser would not store the marks (storage full or off): they last until the page is closed, so download them now."; }
+  }
+
+  function fnv(s) {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 0x01000193) >>> 0; }
+    return h.toString(16).padStart(8, "0");
+  }
+  const finalOf = (r) => r.final !== undefined ? r.final : (r.rounds || []).length ? r.rounds[r.rounds.length - 1].revision : r.initial;
+
+  // A pair's two answers: a revision pair's are the row's final and initial answers; a samples
+  // pair's the chosen and rejected samples (the verdict holds the one the row is not). null when
+  // this page lacks one.
+  function pairAnswers(r) {
+    const v = r.verdict;
+    const two = v.strategy === "revision" ? [finalOf(r), r.initial]
+      : [v.role === "chosen" ? finalOf(r) : (v.answers || {}).chosen, v.role === "rejected" ? finalOf(r) : (v.answers || {}).rejected];
+    return two.every((t) => typeof t === "string") ? two : null;
+  }
+
+  let labelList = null;
+  function labelPairs() {
+    if (labelList) return labelList;
+    const seen = new Set(), list = [];
+    let identical = 0;
+    D.rows.forEach((r, i) => {
+      const v = r.verdict;
+      if (!v || v.pair_id === null || v.pair_id === undefined || seen.has(String(v.pair_id))) return;
+      const two = pairAnswers(r);
+      if (!two) return;
+      seen.add(String(v.pair_id));
+      if (two[0] === two[1]) { identical++; return; }  // nothing to choose between
+      const prompt = r.prompt || [];
+      // A mark belongs to these exact texts: a run judged again under the same ids starts unmarked.
+      list.push({ id: String(v.pair_id), row: i, prompt, answers: two, key: String(v.pair_id) + ":" + fnv(JSON.stringify([prompt, two[0], two[1]])) });
+    });
+    labelList = { list, identical, byId: new Map(list.map((p, k) => [p.id, k])) };
+    return labelList;
+  }
+
+  function orderOf(p) {
+    const m = marks[p.key];
+    if (m && m.label !== "skip") return m.response_a === p.answers[0] ? 0 : 1;
+    if (!orders.has(p.key)) orders.set(p.key, window.crypto.getRandomValues(new Uint8Array(1))[0] & 1);
+    return orders.get(p.key);
+  }
+
+  function markPair(p, label) {
+    forgetArmed = false;
+    if (label === "clear") delete marks[p.key];
+    else if (label === "skip") marks[p.key] = { id: p.id, label: "skip" };
+    else {
+      const first = orderOf(p);
+      marks[p.key] = { id: p.id, prompt: p.prompt, response_a: p.answers[first], response_b: p.answers[1 - first], label };
+    }
+    saveMarks();
+  }
+
+  // The rows of the calibration file: every a/b mark kept for this run, in the order they were
+  // first made; skips are not written. An id made twice (texts that changed) gets its key's tail.
+  function calibrationRows() {
+    const written = Object.entries(marks).filter(([, m]) => m && (m.label === "a" || m.label === "b"));
+    const counts = {};
+    for (const [, m] of written) counts[m.id] = (counts[m.id] || 0) + 1;
+    return written.map(([key, m]) => ({ id: counts[m.id] > 1 ? key : m.id, prompt: m.prompt, response_a: m.response_a, response_b: m.response_b, label: m.label }));
+  }
+
+  function downloadName() {
+    const base = String(D.title).replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "run";
+    return "calibration-" + (base.replace(/[^A-Za-z0-9._-]+/g, "_") || "run") + ".jsonl";
+  }
+
+  function downloadMarks() {
+    const rows = calibrationRows();
+    if (!rows.length) return;
+    const url = URL.createObjectURL(new Blob([rows.map((r) => JSON.stringify(r) + "\n").join("")], { type: "application/x-ndjson" }));
+    const a = document.createElement("a");
+    a.setAttribute("href", url);  // a blob: URL of the page's own making, so not through safeHref
+    a.setAttribute("download", downloadName());
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  function currentPair(L) {
+    if (state.pair !== undefined && L.byId.has(state.pair)) return L.byId.get(state.pair);
+    const k = L.list.findIndex((p) => !marks[p.key]);
+    return k >= 0 ? k : 0;
+  }
+
+  // The next pair without a mark after k (wrapping round); k itself when every pair has one.
+  function nextUnmarked(L, k) {
+    for (let d = 1; d <= L.list.length; d++) {
+      const j = (k + d) % L.list.length;
+      if (!marks[L.list[j].key]) return j;
+    }
+    return k;
+  }
+
+  function labelAction(action) {
+    const L = labelPairs();
+    if (!L.list.length) return;
+    const k = currentPair(L), p = L.list[k];
+    if (action === "prev" || action === "next") setState({ pair: L.list[(k + (action === "next" ? 1 : L.list.length - 1)) % L.list.length].id });
+    else if (action === "unmarked") setState({ pair: L.list[nextUnmarked(L, k)].id });
+    else {
+      markPair(p, action);
+      setState({ pair: action === "clear" ? p.id : L.list[nextUnmarked(L, k)].id });
+    }
+  }
+
+  function runLabel() {
+    const L = labelPairs(), k = currentPair(L), p = L.list[k];
+    const onPage = new Set(L.list.map((x) => x.key));
+    const all = Object.entries(marks);
+    const here = L.list.filter((x) => marks[x.key]);
+    const skipped = here.filter((x) => marks[x.key].label === "skip").length;
+    const rows = calibrationRows();
+    const elsewhere = all.filter(([key, m]) => !onPage.has(key) && m && m.label !== "skip").length;
+    const mark = marks[p.key];
+    const first = orderOf(p);
+    const btn = (id, action, text) => el("button", { type: "button", id, class: mark && mark.label === action ? "chosen" : null, on: { click: () => labelAction(action) } }, text);
+    const side = (s, text) => el("div", { class: "block answer" + (mark && mark.label === s ? " picked" : ""), id: "label-" + s },
+      el("div", { class: "label" }, s.toUpperCase()), el("pre", { class: "text-body" }, text));
+    const forget = el("button", { type: "button", id: "label-forget", disabled: !all.length, on: { click: () => {
+      if (!forgetArmed) { forgetArmed = true; render(); return; }
+      forgetArmed = false; marks = {}; saveMarks(); render(); } } }, forgetArmed ? "click again to forget all " + all.length + " marks" : "forget all marks");
+    fill($("main"),
+      el("section", { class: "card" }, el("h2", null, "Label pairs: measure the judge on your own data"),
+        el("p", { class: "muted" }, "Mark the better answer of each pair, or skip it. The answers are shown as A and B in an order drawn at random for each pair, and the judge's verdict is not shown, so neither sways the mark. Your marks stay in this browser (its local storage, under this run): nothing leaves the page, which can make no network request. The download writes them, skips left out, as a labelled file {id, prompt, response_a, response_b, label}; then ",
+          el("code", null, "cai judge " + D.title + " --calibration " + downloadName()), " measures the judge on them."),
+        sampled ? el("p", { class: "muted" }, "This page holds " + S.shown + " of " + S.of + " rows: only their pairs can be labelled here (`cai view --rows all` embeds every row).") : null,
+        L.identical ? el("p", { class: "muted" }, L.identical + " pairs with two identical answers are left out: there is nothing to choose.") : null,
+        storeNote ? el("div", { class: "warn", id: "label-storage" }, storeNote) : null,
+        el("div", { class: "status" },
+          el("span", { id: "label-progress", data: { marked: here.length, skipped, total: L.list.length, written: rows.length } },
+            here.length + " of " + L.list.length + " pairs marked (" + skipped + " skipped)"),
+          el("button", { type: "button", id: "label-download", disabled: !rows.length, on: { click: downloadMarks } }, "Download calibration file (" + rows.length + " marked)"),
+          forget),
+        elsewhere ? el("p", { class: "muted", id: "label-elsewhere" }, elsewhere + " of the marks are on pairs this page does not show (texts that have changed, or rows another page held); the file includes them.") : null),
+      el("section", { class: "card", id: "label-pair", data: { id: p.id, index: k, mark: mark ? mark.label : "" } },
+        el("div", { class: "status" },
+          el("button", { type: "button", id: "label-prev", on: { click: () => labelAction("prev") } }, "‹ previous"),
+          el("span", { id: "label-of" }, "pair " + (k + 1) + " of " + L.list.length),
+          el("button", { type: "button", id: "label-next", on: { click: () => labelAction("next") } }, "next ›"),
+          el("button", { type: "button", id: "label-unmarked", on: { click: () => labelAction("unmarked") } }, "next unmarked"),
+          el("span", { id: "label-mark" }, mark ? (mark.label === "skip" ? "skipped" : "marked: " + mark.label.toUpperCase() + " is better") : "not marked")),
+        el("div", { class: "muted" }, "pair " + p.id + " · row " + rowNumber(p.row) + (D.rows[p.row].category ? " · " + D.rows[p.row].category : "")),
+        (p.prompt || []).map((m) => textBlock(m.role, m.content)),
+        el("div", { class: "sbs" }, side("a", p.answers[first]), side("b", p.answers[1 - first])),
+        el("div", { class: "filters marks" }, btn("mark-a", "a", "A is better"), btn("mark-b", "b", "B is better"), btn("mark-skip", "skip", "skip"),
+          el("button", { type: "button", id: "mark-clear", disabled: !mark, on: { click: () => labelAction("clear") } }, "clear")),
+        el("p", { class: "muted" }, "Keys: a or 1 = A is better, b or 2 = B is better, s = skip, u = clear, ← and → = previous and next pair, n = next unmarked.")));
+  }
+
+  document.addEventListener("keydown", (e) => {
+    if (D.kind !== "run" || currentTab !== "label" || e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target && e.target.tagName;
+    if (t === "INPUT" || t === "SELECT" || t === "TEXTAREA") return;
+    const action = { a: "a", "1": "a", b: "b", "2": "b", s: "skip", u: "clear", ArrowLeft: "prev", ArrowRight: "next", n: "unmarked" }[e.key.length === 1 ? e.key.toLowerCase() : e.key];
+    if (!action) return;
+    e.preventDefault();
+    labelAction(action);
+  });
+
   // ------------------------------------------------------------ eval folders
 
   function renderEval() {
     const m = D.metrics || {}, A = (m.models || {}).A || {}, B = (m.models || {}).B || {};
-    $("top").replaceChildren(
+    fill($("top"),
       el("h1", null, "Eval: " + (m.model || "A") + " vs " + (m.baseline || "B")),
       el("div", { class: "path" }, D.title),
       el("div", { class: "facts" },
@@ -444,7 +701,7 @@
         el("td", { class: "num" }, fmt(r.p_a)), el("td", { class: "num" }, fmt(r.p_refuse_a, 2)), el("td", { class: "num" }, fmt(r.p_refuse_b, 2))));
     }
     const head = el("tr", null, [["#", 1], ["prompt"], ["category"], ["outcome"], ["p_a", 1], ["P(refuse) A", 1], ["P(refuse) B", 1]].map(([h, n]) => el("th", { class: n ? "num" : null }, h)));
-    $("main").replaceChildren(filters, bar, el("table", { class: "rows", id: "rows" }, el("thead", null, head), body));
+    fill($("main"), filters, bar, el("table", { class: "rows", id: "rows" }, el("thead", null, head), body));
   }
 
   function openPair(key) {
@@ -478,7 +735,7 @@
     const comp = D.compliance ? el("section", { class: "card" }, el("h2", null, "Per-principle compliance"),
       el("table", { id: "compliance" }, el("thead", null, el("tr", null, el("th", null, "principle"), D.compliance.columns.map((c) => el("th", { class: "num" }, c)))),
         el("tbody", null, D.compliance.rows.map((row) => el("tr", null, el("td", null, row[0]), row.slice(1).map((v) => el("td", { class: "num" }, Number.isInteger(v) ? String(v) : fmt(v)))))))) : null;
-    $("main").replaceChildren(
+    fill($("main"),
       el("section", { class: "card" }, el("h2", null, "Headline"), kvTable("headline-table", [["win rate of A over B (ties half)", fmt(m.win_rate)], ["95% bootstrap interval", ci(m.win_rate_ci)],
         ["A wins / B wins / ties", m.wins + " / " + m.losses + " / " + m.ties], ["identical answers", String(m.identical)], ["mean p_a", fmt(m.mean_p_a)], ["position consistency", fmt(m.position_consistency)],
         ["harmlessness of A (B)", fmt(m.harmlessness) + " (" + fmt(m.harmlessness_baseline) + ")"], ["over-refusal of A (B)", fmt(m.over_refusal) + " (" + fmt(m.over_refusal_baseline) + ")"], ["refusals read by", String(m.refusal_reader || "model")]])),
@@ -490,14 +747,14 @@
   }
 
   function reportView() {
-    $("main").replaceChildren(D.report ? el("pre", { class: "report", id: "report" }, D.report) : el("p", { class: "muted" }, "No report.md in this folder."));
+    fill($("main"), D.report ? el("pre", { class: "report", id: "report" }, D.report) : el("p", { class: "muted" }, "No report.md in this folder."));
   }
 
   // ------------------------------------------------------------ iterate folders
 
   function renderIterate() {
     const its = D.iterations || [];
-    $("top").replaceChildren(el("h1", null, "Iterated RLAIF"), el("div", { class: "path" }, D.title),
+    fill($("top"), el("h1", null, "Iterated RLAIF"), el("div", { class: "path" }, D.title),
       el("div", { class: "facts" }, el("span", null, D.history.length + " finished iterations"), el("span", null, its.filter((x) => !x.finished).length + " in progress")));
     const tab = tabs([["history", "History"], ["report", "report.md"]]);
     closePanel();
@@ -520,7 +777,7 @@
     for (const it of its) if (!seen.has(it.iteration)) {
       body.append(el("tr", { data: { id: it.iteration }, class: "muted" }, el("td", { class: "num" }, String(it.iteration)), el("td", { colspan: Math.max(1, cols.length - 1) }, "in progress (" + it.folder + ")"), el("td", { class: "links" }, links(it))));
     }
-    $("main").replaceChildren(
+    fill($("main"),
       el("section", { class: "card" }, el("h2", null, "History"), el("table", { id: "history" }, el("thead", null, el("tr", null, cols.map((c) => el("th", null, c)), el("th", null, "pages"))), body)),
       el("section", { class: "card" }, el("h2", null, "Curve"), images(D.images).length ? images(D.images) : el("p", { class: "muted" }, "No curve.png yet.")));
   }
