@@ -134,6 +134,14 @@ def test_labelled_pairs_download_as_a_calibration_file_the_judge_scores(tmp_path
         # Nothing left the page: the only URLs it asked for are its own file and the download's blob.
         assert {u.split(":")[0] for u in page.requested_urls()} <= {"file", "blob", "data"}
 
+        # Forgetting takes a second click; then nothing is marked, after a reload too.
+        page.click("#label-forget")
+        assert progress(page)["marked"] == str(len(PLAN)) and "click again" in page.evaluate(
+            "document.getElementById('label-forget').textContent")
+        page.click("#label-forget")
+        page.reload()
+        assert progress(page)["marked"] == "0" and page.evaluate("document.getElementById('label-download').disabled")
+
     text = path.read_text(encoding="utf-8")
     cal = tmp_path / "mine.jsonl"
     cal.write_text(text, encoding="utf-8")
