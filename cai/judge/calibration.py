@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -107,11 +107,17 @@ def floor_figure(cal: dict) -> tuple[float | None, str]:
     return cal.get("agreement"), "agreement"
 
 
-def judge_file(judge: Judge, path: Path, window: int) -> CalibrationFigures:
+# Sees the labelled rows and the verdicts of a set judged now (a caller fitting more than the figures to them).
+Seen = Callable[[list[dict], list[PairVerdict]], None]
+
+
+def judge_file(judge: Judge, path: Path, window: int, seen: Seen | None = None) -> CalibrationFigures:
     pairs = read_labelled_pairs(path)
     items = [PairInput(key=str(row["id"]), prompt=prompt, a=row["response_a"], b=row["response_b"])
              for row, prompt in pairs]
     verdicts = judge.compare(items, window=window)
+    if seen is not None:
+        seen([r for r, _ in pairs], verdicts)
     return score([r for r, _ in pairs], verdicts, judge.threshold, source=str(path), sha256=sha256_file(path))
 
 
@@ -188,9 +194,10 @@ def with_floor(cal: dict, min_agreement: float) -> dict:
 
 
 def calibrate(judge: Judge, source: str | None, *, window: int = 128, min_agreement: float = MIN_AGREEMENT,
-              key: str | None = None) -> dict:
+              key: str | None = None, seen: Seen | None = None) -> dict:
     """The judge's calibration record (what run.yaml's `judge_calibration` holds). `key`: its
-    settings_key, when the caller has it already."""
+    settings_key, when the caller has it already. `seen`: called with the main set's rows and
+    verdicts when they are judged now (not for a reused calibration, nor for the easy tier)."""
     path = resolve_source(source)
     key = key or settings_key(judge, source)
     if path is None:
@@ -198,7 +205,7 @@ def calibrate(judge: Judge, source: str | None, *, window: int = 128, min_agreem
     hit = cached(key)
     if hit is not None:
         return with_floor({**hit, "reused": True}, min_agreement)
-    figures = judge_file(judge, path, window).model_dump()
+    figures = judge_file(judge, path, window, seen).model_dump()
     if source in (None, "default"):
         easy = judge_file(judge, bundled_file("data", EASY_SET), window).model_dump()
         figures["easy"] = easy
@@ -236,11 +243,16 @@ def calibration_lines(cal: dict | None) -> list[str]:
     return out
 
 
-def floor_paragraph(cal: dict) -> str:
+SERVED_JUDGE = "--backend openai --base-url http://HOST:PORT --judge-model NAME"
+
+
+def floor_paragraph(cal: dict, served: str = SERVED_JUDGE) -> str:
+    """`served`: the flags that choose a served judge in the command printing it (`cai train rl`
+    names its judge's engine --judge-backend, since its other flags are the policy's)."""
     figure, name = floor_figure(cal)
     return (
         f"The judge's {name} with the known answers was {fmt(figure)} on {cal['n']} labelled pairs, below the "
         f"floor of {fmt(cal['min_agreement'])} (0.5 is a coin flip). Labels from this judge are close to chance: "
         "preference pairs, win rates and training on them carry little or no signal. Bring a stronger judge: "
-        "--judge-model DIR (a bigger local model), or a served one with --backend openai --base-url "
-        "http://HOST:PORT --judge-model NAME. --min-agreement sets the floor; --strict stops here instead.")
+        f"--judge-model DIR (a bigger local model), or a served one with {served}. --min-agreement sets the "
+        "floor; --strict stops here instead.")

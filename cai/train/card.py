@@ -22,6 +22,21 @@ def _left_out(data: DataInfo) -> str:
                                           else "as exported") for s in data.sources if s.info is not None)
 
 
+def calibration_cell(cal: dict) -> str:
+    """A judge calibration in one table cell: its figures and set, and whether it is below the floor."""
+    if cal.get("skipped"):
+        return "none (`--calibration none`): the judge was not measured (signal: not measured)"
+    below = " (**below the floor**: the labels are close to chance)" if cal.get("below_floor") else ""
+    figures = [f"agreement {fmt(cal.get('agreement'))}"]
+    if cal.get("balanced_agreement") is not None:
+        figures.append(f"mean over kinds {fmt(cal['balanced_agreement'])} (the floor's figure)")
+    figures += [f"{name} {fmt(cal[key])}" for key, name in (("position_consistency", "position consistency"),
+                                                            ("longer_wins", "longer wins")) if key in cal]
+    n = f", n={cal['n']}" if "n" in cal else ""
+    floor = f", floor {fmt(cal['min_agreement'])}" if "min_agreement" in cal else ""
+    return f"{', '.join(figures)}{n} on {cal.get('source', '?')}{floor}{below}"
+
+
 def sources_table(data: DataInfo) -> list[str]:
     """The card's `## Data sources`: each source, the file its sha256 is of, the rows it gave and its share."""
     if not data.sources:
@@ -97,15 +112,7 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
     calibrations = ([("judge calibration", data.judge_calibration)] if data.kind != "mix" else
                     [(f"judge calibration (`{src.name}`)", src.info.judge_calibration)
                      for src in data.sources if src.info is not None])
-    for label, cal in calibrations:
-        if not cal:
-            continue
-        below = " (**below the floor**: the labels are close to chance)" if cal.get("below_floor") else ""
-        figures = [f"agreement {fmt(cal.get('agreement'))}"] + [
-            f"{name} {fmt(cal[key])}" for key, name in (("position_consistency", "position consistency"),
-                                                         ("longer_wins", "longer wins")) if key in cal]
-        n = f", n={cal['n']}" if "n" in cal else ""
-        lines.append(f"| {label} | {', '.join(figures)}{n} on {cal.get('source', '?')}{below} |")
+    lines += [f"| {label} | {calibration_cell(cal)} |" for label, cal in calibrations if cal]
     lines += [f"| code version | {code_version()} |", ""]
     lines += sources_table(data)
     lines += [
@@ -115,7 +122,8 @@ def write_card(out: Path, *, stage: str, model: str, model_dir: Path, data: Data
         "|---|---|",
     ]
     lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-              for k, v in metrics.items() if k not in ("output", "saved", "data")]
+              # a dict (data, a calibration) has lines of its own above, or lives in metrics.json only
+              for k, v in metrics.items() if k not in ("output", "saved") and not isinstance(v, dict)]
     lines += ["", "## Recipe", "", f"Merged from: {' < '.join(recipe.sources)}.", "", "```yaml",
               yaml.safe_dump(recipe.as_dict(), sort_keys=False).rstrip(), "```", ""]
     card = out / "README.md"

@@ -92,12 +92,35 @@ def summary_lines(m: dict) -> list[str]:
     sources = (m.get("data") or {}).get("sources") or []
     if len(sources) > 1:
         lines.append("data: " + ", ".join(f"{s['name']} {s['taken']} ({s['share']:.1%})" for s in sources))
+    lines += _reward_judge_lines(m)
     if "resumed_from" in m:
         lines.append(f"resumed from: {m['resumed_from']}")
     if m.get("rows_over_max_length"):
         lines.append(f"rows over max_length: {m['rows_over_max_length']} of {m.get('train_rows', '?')} (truncated by TRL)")
     lines.append(f"output: {m['output']} ({m['saved']})")
     return lines
+
+
+def _reward_judge_lines(m: dict) -> list[str]:
+    """rl --reward judge: the judge's calibration and the reward's map, repeated after a long run so
+    a judge below the floor is not only said in lines that scrolled away before training."""
+    from cai.judge.calibration import floor_figure
+    from cai.judge.figures import fmt
+
+    cal, rmap = m.get("judge_calibration"), m.get("reward_calibration")
+    out = []
+    if cal and cal.get("skipped"):
+        out.append("reward judge: not calibrated (--calibration none; signal: not measured)")
+    elif cal:
+        figure, name = floor_figure(cal)
+        out.append(f"reward judge: {name} {fmt(figure)} on {cal.get('n')} labelled pairs, floor "
+                   f"{fmt(cal.get('min_agreement'))}" + (": BELOW THE FLOOR, its rewards are close to chance"
+                                                         if cal.get("below_floor") else ""))
+    if rmap:
+        out.append("reward: " + (f"calibrated, temperature {fmt(rmap.get('temperature'))} (log-odds weight "
+                                 f"{fmt(rmap.get('scale'))})" if rmap.get("method") == "temperature"
+                                 else f"the judge's raw probability ({rmap.get('reason')})"))
+    return out
 
 
 def write_logs(out: Path, trainer, metrics: dict, recipe: Recipe) -> None:

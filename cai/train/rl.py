@@ -5,7 +5,9 @@ instead of a value network. The reward is either a trained reward model (`cai tr
 output), scored on prompt + completion through the chat template, or the AI judge: P(completion
 better than the reference answer of the same prompt), with both orders averaged by the judge.
 The reference is the un-revised answer of the preference row (its `rejected`), so the policy is
-paid for beating what the model said before the constitution's critiques.
+paid for beating what the model said before the constitution's critiques. The judge is calibrated
+as `cai judge` calibrates it before training starts, and its probability is mapped by the fitted
+temperature (cai/train/reward_calibration.py).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from pydantic import Field
 
 from cai.backends.registry import NAMES
 from cai.errors import UsageError
+from cai.judge.figures import MIN_AGREEMENT
 from cai.train.data import prompt_rows
 from cai.train.settings import Settings
 from cai.train.stage import Job, Stage
 from cai.train.weights import load_full, load_tokenizer, model_arg
 
 TRAINERS = {"grpo": "GRPOTrainer", "rloo": "RLOOTrainer"}
-JUDGE_KEYS = ("judge_model", "judge_backend", "judge_base_url", "judge_ensemble", "constitution")
+JUDGE_KEYS = ("judge_model", "judge_backend", "judge_base_url", "judge_ensemble", "constitution", "calibration",
+              "min_agreement", "strict")
 
 
 class RlSettings(Settings):
@@ -37,6 +41,15 @@ class RlSettings(Settings):
     constitution: str | None = Field(
         None, description="rl: the constitution whose comparisons the judge asks; default: the run's own "
         "(run.yaml snapshot) for a run folder, else the one the data's provenance columns name, else `default`.")
+    # The judge's calibration, as `cai judge` has it (cai/judge/settings.py), before any training step.
+    calibration: str | None = Field(
+        None, description="rl: labelled pairs the reward judge is calibrated on before training: a JSONL file (rows "
+        "as in `cai judge --pairs` plus label a|b), none (not measured; the reward is the raw p), or unset for the "
+        "bundled hard set. The fit also gives the temperature of the reward (cai/train/reward_calibration.py).")
+    min_agreement: float = Field(MIN_AGREEMENT, ge=0.0, le=1.0, description="rl: calibration agreement below which "
+                                 "the reward judge is reported as close to chance.")
+    strict: bool = Field(False, description="rl: exit 1 before training when the reward judge's calibration is below "
+                         "min_agreement.")
 
     def recorded(self) -> dict:
         # Only the reward source in use: a judge run records no reward model, and the reverse.
@@ -81,12 +94,15 @@ def judge_constitution(job: Job):
     return chosen.constitution, chosen.how
 
 
-def _judge_reward(job: Job):
-    """A TRL reward function: the judge's P(completion beats the row's reference answer)."""
+def _judge_reward(job: Job, backend=None):
+    """A TRL reward function: the judge's P(completion beats the row's reference answer), calibrated
+    (cai/train/reward_calibration.py). The judge is measured here, before the trainer exists: below
+    the floor with `strict` nothing trains. `backend`: a judge engine already started (tests)."""
     from pydantic import ValidationError
 
     from cai.judge import JudgeSettings, PairInput, build_judge
     from cai.records import record_id
+    from cai.train.reward_calibration import calibrate_reward
 
     if any(r.get("reference") is None for r in job.rows):
         raise UsageError("--reward judge compares each completion with the prompt's reference answer; "
@@ -103,7 +119,11 @@ def _judge_reward(job: Job):
         raise UsageError("--reward judge: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                          for e in exc.errors())) from None
     constitution, job.extra["judge_constitution"] = judge_constitution(job)
-    ai_judge = build_judge(settings, constitution)
+    ai_judge = build_judge(settings, constitution, backend=backend)
+    cal, reward_map = calibrate_reward(ai_judge, job.cai.calibration, min_agreement=job.cai.min_agreement,
+                                       strict=job.cai.strict, log=job.log)
+    job.extra["judge_calibration"] = {k: v for k, v in cal.items() if k != "reused"}
+    job.extra["reward_calibration"] = reward_map.model_dump()
 
     def judge(prompts, completions, reference, **_):
         items = []
@@ -111,7 +131,7 @@ def _judge_reward(job: Job):
             text = completion[-1]["content"] if isinstance(completion, list) else completion
             # Keyed by prompt and reference only, so every completion of a group faces the same question.
             items.append(PairInput(key=record_id(prompt, ref), prompt=prompt, a=text, b=ref))
-        return [v.p_a for v in ai_judge.compare(items)]
+        return [reward_map(v.p_a) for v in ai_judge.compare(items)]
 
     return judge
 
@@ -148,6 +168,28 @@ def reward_source(settings: RlSettings, metrics: dict) -> str:
     return f"reward model `{settings.reward_model}`"
 
 
+def card_rows(settings: RlSettings, metrics: dict) -> list[tuple[str, str]]:
+    from cai.train.card import calibration_cell
+    from cai.train.reward_calibration import RewardMap
+
+    rows = [("reward", reward_source(settings, metrics))]
+    if settings.reward == "judge" and metrics.get("judge_calibration"):
+        rows.append(("reward judge calibration", calibration_cell(metrics["judge_calibration"])))
+    if settings.reward == "judge" and metrics.get("reward_calibration"):
+        rows.append(("reward calibration", RewardMap.model_validate(metrics["reward_calibration"]).describe()))
+    return rows
+
+
+def check(recipe) -> None:
+    """A calibration file that is missing or malformed is exit 2 before any model loads."""
+    cai = recipe.cai
+    if cai.reward == "judge" and cai.calibration not in (None, "none", "default"):
+        from cai.judge.calibration import resolve_source
+        from cai.judge.pairfile import read_labelled_pairs
+
+        read_labelled_pairs(resolve_source(cai.calibration))
+
+
 STAGE = Stage(
     name="rl",
     help="Online RL (GRPO or RLOO) on prompts, rewarded by a reward model or the AI judge.",
@@ -169,8 +211,17 @@ STAGE = Stage(
         click.option("--judge-base-url", default=None, help="Server URL(s) for --judge-backend openai."),
         click.option("--constitution", default=None,
                      help="Constitution whose comparison questions the judge asks [default: default]."),
+        click.option("--calibration", default=None, metavar="FILE|none",
+                     help="Labelled pairs ({id, prompt, response_a, response_b, label: a|b}) the reward judge is "
+                          "calibrated on before training, with its own settings; the fit sets the reward's "
+                          "temperature [default: the bundled hard set, plus the easy tier]."),
+        click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+                     help=f"Calibration agreement below which the judge is called close to chance [default: {MIN_AGREEMENT}]."),
+        click.option("--strict", is_flag=True, default=None,
+                     help="Exit 1 before training anything when the judge is below --min-agreement."),
         click.option("--num-generations", type=click.IntRange(2), default=None, help="Completions sampled per prompt (the group)."),
         click.option("--max-completion-length", type=click.IntRange(1), default=None, help="Token limit of each completion."),
     ),
-    card_rows=lambda settings, metrics: [("reward", reward_source(settings, metrics))],
+    card_rows=card_rows,
+    check=check,
 )
