@@ -490,12 +490,23 @@ def test_rl_with_the_reward_model_moves_the_policy(reward_out, data, tmp_path, a
 def test_rl_with_the_judge_reward(data, tmp_path):
     from cai.train import run_stage
 
+    from cai.resources import bundled_file
+
     out = tmp_path / "judge"
+    # 8 pairs of the bundled hard set: the judge is calibrated (and its temperature fitted) before training
+    cal = tmp_path / "cal.jsonl"
+    cal.write_text("".join(bundled_file("data", "judge_calibration.jsonl").read_text().splitlines(True)[:8]))
     m = run_stage("rl", data["prompts"], "smollm2-135m", out,
                   {"logging_steps": 1, "reward": "judge", "max_steps": 1, "per_device_train_batch_size": 4,
-                   "num_generations": 2, "max_completion_length": 16, "learning_rate": 1e-4}, device="cpu")
-    assert m["steps"] == 1 and 0.0 <= m["first_reward"] <= 1.0  # P(completion beats the reference)
-    assert "reward: judge" in (out / "README.md").read_text()
+                   "num_generations": 2, "max_completion_length": 16, "learning_rate": 1e-4,
+                   "calibration": str(cal)}, device="cpu")
+    assert m["steps"] == 1 and 0.0 <= m["first_reward"] <= 1.0  # P(completion beats the reference), calibrated
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["judge_calibration"]["n"] == 8 and "below_floor" in saved["judge_calibration"]
+    assert saved["reward_calibration"]["method"] in ("temperature", "none")
+    card = (out / "README.md").read_text()
+    assert "reward: judge" in card and "| reward judge calibration | agreement" in card
+    assert "| reward calibration |" in card
 
 
 @pytest.mark.slow
