@@ -1,4 +1,4 @@
-"""`cai constitution ...`: list, show, create, check, edit and compare constitution files.
+"""`cai constitution ...`: list, show, create, check, edit, compare and audit constitution files.
 
 Every change goes through `cai.constitution.update_file` (or `save_text`, for a whole text from
 $EDITOR): it keeps the file's comments, order and quoting, bumps the version, refuses an invalid
@@ -13,7 +13,10 @@ from pathlib import Path
 import click
 
 from cai import constitution as cc
+from cai.commands.options import chunk_size_option, engine_options
 from cai.errors import UsageError
+from cai.judge.figures import MIN_AGREEMENT, THRESHOLD
+from cai.judge.modes import PAIRWISE_MODES
 
 FIELD_TYPES = {"principles": cc.Principle, "comparisons": cc.Comparison}
 
@@ -287,3 +290,56 @@ def diff(a: str, b: str) -> None:
         if field:
             line += f": {field}: {_short(before)} → {_short(after)}"
         click.echo(click.style(line, fg={"added": "green", "removed": "red"}.get(kind)))
+
+
+@constitution.command()
+@click.argument("name_or_path", metavar="CONSTITUTION")
+@click.option("--pairs", required=True, metavar="FILE|RUN_DIR",
+              help="Labelled pairs {id, prompt, response_a, response_b, label: a|b} (the --calibration format), or "
+                   "a judged run folder together with --labels.")
+@click.option("--labels", default=None, metavar="FILE",
+              help="With a run folder: rows {id, label: chosen|rejected}, the answer a person prefers per preference id.")
+@click.option("--judge-model", "model", default=None, help="Judge model name or folder [default: smollm2-135m].")
+@engine_options
+@click.option("--mode", type=click.Choice(list(PAIRWISE_MODES)), default=None,
+              help="How the judge is asked [default: logprobs, or cot-clamped with --cot].")
+@click.option("--cot", is_flag=True, default=None, help="Rationale first, then clamped probabilities (--mode cot-clamped).")
+@click.option("--threshold", type=click.FloatRange(0, 0.5, max_open=True), default=None,
+              help=f"|p - 0.5| below this is a tie [default: {THRESHOLD}].")
+@click.option("--calibration", default=None, metavar="FILE|none",
+              help="Labelled pairs the judge is calibrated on first, as `cai judge` does [default: the bundled hard set].")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help=f"Calibration agreement below which every figure is reported as no signal [default: {MIN_AGREEMENT}].")
+@click.option("--out", default=None, metavar="DIR", help="Output folder [default: runs/audit-<name>].")
+@click.option("--write", default=None, metavar="NEW.yaml",
+              help="Write the constitution with the fitted comparison weights to this new file (comments kept).")
+@click.option("--allow-zero", is_flag=True, default=None,
+              help="Let a fitted weight reach 0 (the question stays in the file, never drawn) [default: floor 0.05].")
+@click.option("--folds", type=click.IntRange(2), default=None, help="Cross-validation folds [default: 5].")
+@click.option("--propose", type=click.IntRange(0), default=None, metavar="N",
+              help="Wrongly judged pairs the judge model is asked for the rule behind [default: 12].")
+@click.option("--candidates", type=click.IntRange(0), default=None, metavar="N",
+              help="Groups of proposals tested as principles; 0 skips the step [default: 5].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N labelled pairs.")
+@chunk_size_option("Requests in flight at once [default: auto, sized from the judge's engine].")
+@click.option("--seed", type=int, default=None)
+@click.option("--templates", default=None, help="Folder of Jinja2 templates overriding the bundled ones.")
+@click.option("--progress/--no-progress", default=True)
+def audit(name_or_path: str, progress: bool, **flags) -> None:
+    """Measure each comparison question against labelled pairs; fit weights; find missing principles.
+
+    A principle here is one of the constitution's `comparisons` (the judge's questions). Each is asked
+    alone of every pair (both orders); the audit reports its agreement with the labels, the
+    correlations between them, non-negative weights fitted to the labels with held-out agreement, and
+    candidate questions for the pairs the weighted constitution still gets wrong. Writes OUT/audit.json,
+    report.md and agreement.png.
+    """
+    from cai.audit import AuditConfig, run_audit
+    from cai.commands.options import echo_lines
+    from cai.config import load_config
+
+    cfg = load_config(AuditConfig, None, {**flags, "constitution": name_or_path})
+    from cai.audit.report import lines
+
+    result = run_audit(cfg, progress=progress)
+    echo_lines(f"audit: wrote {result['out']}/ (audit.json, report.md, agreement.png)", lines(result))

@@ -184,7 +184,9 @@ class Editor:
         new = self._render(CommentedMap({key: _styled(old, value)}), col, *self._style())
         if key in mapping:  # keep what precedes the key on its line: the "- " of a list entry's first key
             new[0] = self.lines[line][:col] + new[0][col:]
-        comment = _inline_comment(mapping, key, line) if end == line + 1 else self._key_comment(line)
+        # A new key has no comment of its own (and may start past the file's last line).
+        comment = None if key not in mapping else (
+            _inline_comment(mapping, key, line) if end == line + 1 else self._key_comment(line))
         if comment:
             # Same column as before; a longer value pushes the comment right, keeping its old gap.
             text, (ccol, ctext) = new[0].rstrip("\r\n"), comment

@@ -81,6 +81,12 @@ class Judge:
         if not constitution.comparisons:
             raise UsageError(f"constitution {constitution.name!r} has no comparisons for the judge")
 
+    def asking(self, comparison: Comparison) -> Judge:
+        """This judge (its backend, mode, tie threshold and templates) asking one question alone of
+        every pair: what `cai constitution audit` measures each comparison by."""
+        only = self.constitution.model_copy(update={"comparisons": [comparison.model_copy(update={"weight": 1.0})]})
+        return Judge(self.backend, only, self.cfg.model_copy(update={"ensemble": 1}), self.templates)
+
     @property
     def threshold(self) -> float:
         """The judge's tie threshold: the one source of it for every figure and file."""
