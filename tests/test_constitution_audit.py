@@ -270,7 +270,7 @@ def test_fit_carrier_largest_duplicate_splits():
     assert w[0] == w[1] > w[2] >= 0  # bitwise equal: identical columns, identical updates
     alone = fit(np.column_stack([carrier, noise]), y)
     assert w[0] + w[1] == pytest.approx(alone[0], rel=0.05)  # the copy shares the carrier's weight
-    assert relative(np.array([0.0, 2.0])) == [FLOOR, 1.0 * 2] or relative(np.array([0.0, 2.0]))[0] == FLOOR
+    assert relative(np.array([0.0, 2.0])) == [FLOOR, 2.0]  # mean 1, then the floor
     assert relative(np.array([0.0, 2.0]), allow_zero=True) == [0.0, 2.0]
     assert relative(np.zeros(3)) == [1.0, 1.0, 1.0]
 
@@ -377,6 +377,17 @@ def test_below_the_floor_every_figure_is_no_signal(files):
         assert figure not in report
     audit = json.loads((files["tmp"] / "o" / "audit.json").read_text())
     assert audit["signal"] is False and audit["principles"][0]["agreement"] == 0.85  # the raw figure is kept
+
+
+def test_uncalibrated_judge_says_signal_not_measured(files):
+    cfg = AuditConfig(constitution=str(files["constitution"]), pairs=str(files["pairs"]), calibration="none",
+                      out=str(files["tmp"] / "o3"), candidates=0)
+    audit = run_audit(cfg, backend=AuditBackend(), progress=False, log=lambda s: None)
+    from cai.audit.report import lines
+
+    assert audit["signal"] is None and audit["principles"][0]["agreement"] == 0.85
+    assert lines(audit)[-1].startswith("signal: not measured (the judge was not calibrated")
+    assert "**Signal not measured.**" in (files["tmp"] / "o3" / "report.md").read_text()
 
 
 # ------------------------------------------------------------------ bad input

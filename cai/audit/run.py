@@ -152,7 +152,7 @@ def run_audit(cfg: AuditConfig, *, backend=None, progress: bool = True,
     if write_to is not None and write_to.exists():
         raise UsageError(f"--write {write_to} already exists: give a new file (compare with `cai constitution diff`)")
     templates = Templates(cfg.templates)
-    templates.source_of(cand.TEMPLATE)  # a --templates folder may lack it only if the bundled one is found
+    templates.source_of(cand.TEMPLATE)  # a missing template fails here, before any engine starts
     out = Path(cfg.out) if cfg.out else Path("runs") / f"audit-{constitution.name}"
     out.mkdir(parents=True, exist_ok=True)
     source = Path(cfg.pairs)
@@ -161,9 +161,11 @@ def run_audit(cfg: AuditConfig, *, backend=None, progress: bool = True,
     judge = build_judge(cfg, constitution, backend=backend, templates=templates)
     try:
         items = [PairInput(key=str(r["id"]), prompt=p, a=r["response_a"], b=r["response_b"]) for r, p in rows]
-        window = judge.window(cfg.chunk_size, ((it, len(constitution.comparisons)) for it in items)).size
-        cal = ensure_calibration(judge, cfg.calibration, window=window, min_agreement=cfg.min_agreement, old=None,
-                                 log=log)
+        cal = ensure_calibration(judge, cfg.calibration, window=judge.window(cfg.chunk_size, ((it, 1) for it in items)).size,
+                                 min_agreement=cfg.min_agreement, old=None, log=log)
+        # The audit's requests are one question about one pair (both orders): sized by the longest question.
+        longest = max(constitution.comparisons, key=lambda c: len(c.question))
+        window = judge.asking(longest).window(cfg.chunk_size, ((it, 1) for it in items)).size
         signal, reasons = signal_of(cal, cfg.min_agreement)
         ids = [str(r["id"]) for r, _ in rows]
         labels = [r["label"] for r, _ in rows]
@@ -294,6 +296,8 @@ def _set_weight(text: str, ident: str, weight: float, note: str) -> str:
     item = editor.doc[section][i]
     line, col = item.lc.key("weight")
     lines = editor.lines
+    if lines[line].lstrip().startswith("-"):
+        return editor.text  # `- weight:` opens the entry: a comment line above it would sit outside it
     comment = " " * col + note + editor.nl
     if line > 0 and lines[line - 1].strip().startswith(NOTE):
         lines[line - 1] = comment

@@ -74,8 +74,9 @@ class Comparison(_Identified):
     # Left out of every dump at its default, so the sha256 and run.yaml snapshot of a constitution
     # that sets no comparison weights are what they were before comparisons had weights.
     weight: float = Field(1.0, exclude_if=lambda w: w == 1.0,
-                          description="Relative chance of being drawn for a pair; 0 keeps the question in the "
-                                      "file but never asks it (`cai constitution audit --allow-zero`).")
+                          description="Relative chance of being drawn for a pair (an ensemble's questions are "
+                                      "drawn by weight, then averaged equally); 0 keeps the question in the file "
+                                      "but never asks it (`cai constitution audit --allow-zero`).")
 
     @field_validator("weight")
     @classmethod
