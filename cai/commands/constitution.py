@@ -97,7 +97,11 @@ def show(name_or_path: str, fmt: str) -> None:
             click.echo(f"- {p.id}  weight {w}" + (f"  [{', '.join(p.tags)}]" if p.tags else ""))
             click.echo(f"    critique: {p.critique}\n    revision: {p.revision}")
     click.echo()
-    _table(f"Comparisons ({len(c.comparisons)})", ["id", "question"], [[q.id, q.question] for q in c.comparisons])
+    if any(q.weight != 1.0 for q in c.comparisons):  # weighted (e.g. by `cai constitution audit --write`)
+        _table(f"Comparisons ({len(c.comparisons)})", ["id", "weight", "question"],
+               [[q.id, f"{q.weight:g}", q.question] for q in c.comparisons])
+    else:
+        _table(f"Comparisons ({len(c.comparisons)})", ["id", "question"], [[q.id, q.question] for q in c.comparisons])
     click.echo(f"\nFew-shot examples: {len(c.few_shot)}")
     for ex in c.few_shot:
         click.echo(f"  - {ex.prompt}")
