@@ -241,8 +241,9 @@ def run(args) -> dict:
         answers_file.write_text(json.dumps(answers))
     rows = true_pairs(prompts, answers)
     train_rows, held = split(rows, args.heldout)
+    damages = ", ".join(f"{k} {sum(r['damage'] == k for r in rows)}" for k in ("cut", "loop", "other"))
     print(f"label_noise: {len(rows)} pairs with a known truth ({len(train_rows)} train, {len(held)} held out); "
-          f"damages: {', '.join(f'{k} {sum(r['damage'] == k for r in rows)}' for k in ('cut', 'loop', 'other'))}",
+          f"damages: {damages}",
           flush=True)
     base_c = base_r = None
     results = []
@@ -256,7 +257,7 @@ def run(args) -> dict:
                 labelled = noisy(train_rows, rate, judge if judge != "-" else JUDGES[0], seed)
                 data.write_text("".join(json.dumps(r) + "\n" for r in labelled))
                 out = work / tag
-                extra = [*args.extra, "--set", "eval_fraction=0"] if stage == "reward" else list(args.extra)
+                extra = [*args.extra, "--set", "eval_fraction=0.05"] if stage == "reward" else list(args.extra)
                 info = train(stage, data, out, soft=soft, steps=args.steps, seed=seed, extra=extra)
                 if stage == "dpo":
                     pc, pr = policy_scores(str(out), held)

@@ -466,12 +466,18 @@ def test_real_engine_audit_on_the_hard_set_ends_with_no_signal(tmp_path, model_p
     from cai.resources import bundled_file
 
     monkeypatch.setattr(backends, "load_backend", lambda *a, **k: vllm_backend)
+    # The judge is calibrated on every 4th hard pair (each kind, both labels): the calls and the floor of a
+    # default audit at a quarter of their cost; the audit itself asks every question of 8 hard pairs.
+    hard = bundled_file("data", HARD_SET).read_text().splitlines()
+    subset = tmp_path / "calibration.jsonl"
+    subset.write_text("".join(line + "\n" for line in hard[::4]))
     res = CliRunner().invoke(main, ["constitution", "audit", "default", "--pairs", str(bundled_file("data", HARD_SET)),
-                                    "--limit", "24", "--out", str(tmp_path / "audit"), "--no-progress"],
+                                    "--limit", "8", "--calibration", str(subset), "--out", str(tmp_path / "audit"),
+                                    "--no-progress"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.stdout.strip().splitlines()[-1].strip().startswith("signal: no signal")
     audit = json.loads((tmp_path / "audit" / "audit.json").read_text())
-    assert audit["signal"] is False and audit["pairs"]["n"] == 24
+    assert audit["signal"] is False and audit["pairs"]["n"] == 8
     assert len(audit["principles"]) == len(load_constitution("default").comparisons)
     assert (tmp_path / "audit" / "agreement.png").stat().st_size > 0
