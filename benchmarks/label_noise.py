@@ -104,9 +104,17 @@ def damaged(i: int, answers: list[str], rng: random.Random) -> tuple[str, str]:
     return kind, answers[j]
 
 
+def whole_sentences(answer: str) -> str:
+    ends = [m.end() for m in re.finditer(r"(?<!\d)[.!?](?=\s|$)", answer)]
+    return answer[:ends[-1]].strip() if ends else ""
+
+
 def true_pairs(prompts: list[str], answers: list[str], seed: int = 0) -> list[dict]:
     rng = random.Random(f"damage:{seed}")
-    keep = [i for i, a in enumerate(answers) if len(a.split()) >= 12 and re.search(r"[.!?]\s*$", a)]
+    # An answer the token limit cut off is trimmed back to its last full sentence, so every clean
+    # answer ends as an answer ends (the "cut" damage is then the only unfinished text).
+    answers = [whole_sentences(a) for a in answers]
+    keep = [i for i, a in enumerate(answers) if len(a.split()) >= 12]
     rows = []
     for i in keep:
         kind, bad = damaged(i, answers, rng)
