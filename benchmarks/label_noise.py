@@ -35,6 +35,7 @@ import math
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -154,6 +155,7 @@ def train(stage: str, data: Path, out: Path, *, soft: bool, steps: int, seed: in
            "--max-steps", str(steps), "--seed", str(seed), *extra]
     if soft:
         cmd.append("--soft-labels")
+    shutil.rmtree(out, ignore_errors=True)  # a run cut short leaves a folder `cai train` would refuse
     t0 = time.monotonic()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if res.returncode != 0:
