@@ -161,7 +161,7 @@ def train(stage: str, data: Path, out: Path, *, soft: bool, steps: int, seed: in
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"wall_s": round(time.monotonic() - t0, 1), "labels": metrics.get("labels")}
+    return {"wall_s": round(time.monotonic() - t0, 1), "trained_with": metrics.get("labels")}
 
 
 def _answer_logprobs(model, tok, rows: list[dict], key: str) -> list[float]:
@@ -296,7 +296,8 @@ def table(report: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
 
         def mean(rate, judge, labels, key):
-            vals = [r[key] for r in res if r["stage"] == stage and r["noise"] == rate and r["labels"] == labels
+            vals = [r[key] for r in res if r["stage"] == stage and r["noise"] == rate
+                    and r["labels"].split()[0] == labels
                     and (labels == "hard" or r["judge"] == judge)]
             return statistics.fmean(vals) if vals else math.nan
 
