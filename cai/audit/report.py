@@ -24,6 +24,11 @@ def _interval(iv, signal) -> str:
     return "no signal" if signal is False else text
 
 
+def _suffix(iv, signal) -> str:
+    """An interval after its figure in a printed line; nothing below the floor, where the figure says no signal."""
+    return "" if signal is False else " " + _interval(iv, signal)
+
+
 def _ids(ids: list[str]) -> str:
     return ", ".join(ids[:LISTED]) + (f" (+{len(ids) - LISTED})" if len(ids) > LISTED else "") if ids else "-"
 
@@ -34,7 +39,7 @@ def lines(audit: dict) -> list[str]:
     out = [f"{audit['pairs']['n']} labelled pairs, {len(audit['principles'])} comparison questions, each asked alone "
            f"in both orders"]
     for p in audit["principles"]:
-        out.append(f"{p['id']:<22} agreement {shown(p['agreement'], s)} {_interval(p['interval'], s)}, decides "
+        out.append(f"{p['id']:<22} agreement {shown(p['agreement'], s)}{_suffix(p['interval'], s)}, decides "
                    f"{shown(p['decided_share'], s)}, right on decided {shown(p['decided_agreement'], s)}, "
                    f"confidently wrong {len(p['confidently_wrong'])}")
     dups = [c for c in audit["correlations"] if c["duplicate"]]
@@ -42,9 +47,9 @@ def lines(audit: dict) -> list[str]:
         out.append(f"duplicate? {c['a']} and {c['b']}: r = {shown(c['r'], s)}")
     w = audit["weights"]
     h = w["held_out"]
-    out.append(f"held-out agreement ({h['folds']} folds): today's weights {shown(h['today']['agreement'], s)} "
-               f"{_interval(h['today']['interval'], s)}, fitted {shown(h['fitted']['agreement'], s)} "
-               f"{_interval(h['fitted']['interval'], s)}")
+    out.append(f"held-out agreement ({h['folds']} folds): today's weights {shown(h['today']['agreement'], s)}"
+               f"{_suffix(h['today']['interval'], s)}, fitted {shown(h['fitted']['agreement'], s)}"
+               f"{_suffix(h['fitted']['interval'], s)}")
     out.append("fitted weights: " + ", ".join(f"{k} {v:g}" for k, v in w["fitted"].items()))
     c = audit.get("candidates") or {}
     if c.get("skipped"):
