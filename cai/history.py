@@ -74,6 +74,13 @@ def _num(x) -> float:
 
 
 def plot(rows: list[dict], path: Path, *, x_key: str | None = None, title: str = "") -> None:
+    """The curve of `figure`, written to `path`."""
+    fig = figure(rows, x_key=x_key, title=title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def figure(rows: list[dict], *, x_key: str | None = None, title: str = ""):
     """One panel per figure (and one for per-principle compliance when any row has it), one point
     per row. Win rates without signal are drawn hollow and labelled so."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -92,12 +99,14 @@ def plot(rows: list[dict], path: Path, *, x_key: str | None = None, title: str =
             hi = [max(0.0, _num((r.get(ci_key) or [None, None])[1]) - y) for y, r in zip(ys, rows)]
             ax.errorbar(xs, ys, yerr=[[0 if math.isnan(v) else v for v in lo], [0 if math.isnan(v) else v for v in hi]],
                         color="#4c72b0", capsize=4, linestyle="-", marker="o")
-            for which, label, edge in ((False, "no signal (noise)", "#c44e52"),
-                                       (None, "signal not measured", "#8c8c8c")):
+            marked = False
+            for which, mark, edge in ((False, "no signal (noise)", "#c44e52"),
+                                      (None, "signal not measured", "#8c8c8c")):
                 points = [(x, y) for x, y, r in zip(xs, ys, rows) if r.get("signal") is which and not math.isnan(y)]
                 if points:
-                    ax.scatter(*zip(*points), s=90, facecolors="white", edgecolors=edge, zorder=3, label=label)
-            if any(r.get("signal") is not True for r in rows):
+                    ax.scatter(*zip(*points), s=90, facecolors="white", edgecolors=edge, zorder=3, label=mark)
+                    marked = True
+            if marked:  # a legend without a marked point is matplotlib's warning on the user's terminal
                 ax.legend(fontsize=7, loc="lower right")
             ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
         else:
@@ -123,5 +132,4 @@ def plot(rows: list[dict], path: Path, *, x_key: str | None = None, title: str =
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    return fig

@@ -715,7 +715,8 @@ def _short(model: str) -> str:
 def row_line(row: dict) -> str:
     lo, hi = row.get("win_rate_ci") or (None, None)
     signal = row.get("signal")
-    win = (f"win rate {fmt(row.get('win_rate'))} ({fmt(lo)}-{fmt(hi)})" if signal is True
+    win = ("win rate not measured" if row.get("win_rate") is None
+           else f"win rate {fmt(row.get('win_rate'))} ({fmt(lo)}-{fmt(hi)})" if signal is True
            else f"win rate {fmt(row.get('win_rate'))} ({fmt(lo)}-{fmt(hi)}), signal not measured" if signal is None
            else f"win rate no signal (measured {fmt(row.get('win_rate'))})")
     return (f"pairs {row['pairs']}, ties {row['ties']}, {win}, harmlessness {fmt(row.get('harmlessness'))}, "

@@ -378,12 +378,18 @@ def test_sigkill_at_each_step_then_the_same_command_resumes_without_duplicates(t
 
 @pytest.mark.slow
 def test_a_real_two_iteration_run_on_the_default_model(tmp_path):
+    """Two iterations on the real default model and the transformers engine, each one training: the
+    second generates with, and trains from, the first one's model. Every step's vLLM path has its own
+    real tests (generate, judge, eval); here the engine only has to be real, and transformers starts
+    in a second where vLLM takes ~25 s, which a two-iteration run pays seven times. The judge's tie
+    threshold is 0 and flagged rows are kept so that both iterations have a pair to train on."""
     from click.testing import CliRunner
 
     from cai.cli import main
 
-    args = ["iterate", "--iterations", "2", "--per-iteration", "4", "--train-steps", "2", "--eval-limit", "4",
-            "--prompts", str(_prompts(tmp_path / "p.jsonl", 8)), "--eval-prompts", str(_eval_prompts(tmp_path / "e.jsonl")),
+    args = ["iterate", "--backend", "hf", "--iterations", "2", "--per-iteration", "4", "--train-steps", "2",
+            "--eval-limit", "4", "--prompts", str(_prompts(tmp_path / "p.jsonl", 8)),
+            "--eval-prompts", str(_eval_prompts(tmp_path / "e.jsonl")),
             "--out", str(tmp_path / "it"), "--no-progress", "--config", str(_recipe(tmp_path))]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -391,10 +397,11 @@ def test_a_real_two_iteration_run_on_the_default_model(tmp_path):
     hist = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in hist] == [1, 2]
     assert (out / "curve.png").exists() and (out / "report.md").exists()
-    trained = [r for r in hist if r["model"]]
-    if len(trained) == 2:  # iteration 2 trained from iteration 1's model (its card names the base)
-        card = (out / "iterations" / "02" / "model" / "README.md").read_text()
-        assert str(out / "iterations" / "01" / "model") in card
+    assert all(r["model"] for r in hist), hist  # both iterations trained
+    assert "iterate 2/2 generate: 4 prompts from #4 with iterations/01/model" in result.output
+    card = (out / "iterations" / "02" / "model" / "README.md").read_text()
+    assert str(out / "iterations" / "01" / "model") in card  # iteration 2 trained from iteration 1's model
+    assert hist[1]["signal"] is None  # no calibration: the figures say "not measured", never a result
     # rerun: every step is reused, nothing is redone
     again = CliRunner().invoke(main, args, catch_exceptions=False)
     assert again.exit_code == 0 and "nothing to do" in again.output
@@ -403,10 +410,26 @@ def test_a_real_two_iteration_run_on_the_default_model(tmp_path):
 def _recipe(tmp_path) -> Path:
     p = tmp_path / "iterate.yaml"
     p.write_text("rounds: 1\ngenerate:\n  answer: {max_tokens: 48}\n  critique: {max_tokens: 32}\n"
-                 "  revision: {max_tokens: 48}\njudge:\n  calibration: none\n"
-                 "eval:\n  max_tokens: 32\n  calibration: none\n  refusal_calibration: none\n"
-                 "train:\n  max_length: 256\n  per_device_train_batch_size: 2\n")
+                 "  revision: {max_tokens: 48}\njudge:\n  calibration: none\n  threshold: 0.0\n"
+                 "eval:\n  max_tokens: 32\n  calibration: none\n  refusal_calibration: none\n  compliance: none\n"
+                 "train:\n  max_length: 256\n  per_device_train_batch_size: 2\n  keep_flagged: true\n")
     return p
+
+
+def test_the_curve_keeps_its_panel_titles_and_warns_nothing(recwarn):
+    """A win rate that is hollow (no signal / not measured) once renamed its panel to the legend's
+    words, and a run with nothing to mark printed matplotlib's "No artists with labels" warning."""
+    from cai import history
+    from cai.iterate import row_line
+
+    unmarked = [{"iteration": 1, "win_rate": None, "signal": False, "pairs": 0, "ties": 4}]
+    marked = [{"iteration": 1, "win_rate": 0.5, "win_rate_ci": [0.4, 0.6], "signal": None}]
+    for rows in (unmarked, marked):
+        fig = history.figure(rows, x_key="iteration")
+        assert [ax.get_title() for ax in fig.axes] == ["win rate vs baseline", "harmlessness", "over-refusal"]
+    assert not [w for w in recwarn.list if "artists" in str(w.message)]
+    assert "win rate not measured," in row_line(unmarked[0])
+    assert "no signal" not in row_line(unmarked[0])
 
 
 def test_the_viewer_shows_a_win_rate_without_signal_as_no_signal():
