@@ -336,14 +336,44 @@ def test_candidates_propose_and_test_the_unstated_rule(files):
         "Which response is shorter?", "Which response better follows this principle: The better response is more formal?"]
     assert c["groups"][0]["pairs"] == ["p03", "p11"]
     shorter, formal = c["tested"]
-    assert shorter["alone"]["agreement"] == 1.0 and shorter["raises"]
-    assert shorter["held_out_without"]["agreement"] == pytest.approx(0.85)
-    assert shorter["held_out"]["agreement"] > 0.85
+    assert shorter["alone"]["agreement"] == 1.0
+    # Scored only on the 16 pairs no proposal came from, which the fitted weights already get right:
+    # the rule fixes exactly the pairs it was written for, so it shows no held-out gain. (Scored on
+    # all 20, it read 0.85 → 1.0: its own four pairs counted for it.)
+    assert c["scored_on"] == 16 and shorter["scored_on"] == 16
+    assert shorter["held_out_without"]["agreement"] == 1.0 and not shorter["raises"]
     assert formal["alone"]["decided"] == 0 and not formal["raises"]  # the judge has no view: nothing gained
     report = (files["tmp"] / "out" / "report.md").read_text()
-    assert "### Candidate principles" in report and "Which response is shorter?" in report
+    assert "scored on the 16 pairs no proposal came from" in report
     # never added automatically
     assert load_constitution(files["constitution"]).comparisons[-1].id == "formal"
+
+
+def test_a_candidate_raises_agreement_on_pairs_it_was_not_proposed_from(files):
+    """Asked about two of the four pairs the weights miss (p03, p11), the judge states "shorter"; it
+    is then scored on the other 18, where it decides the ties p07 and p15 the right way."""
+    backend = AuditBackend()
+    audit = audit_of(files, backend=backend, propose=2)
+    c = audit["candidates"]
+    assert backend.chats == ["p03", "p11"] and c["scored_on"] == 18
+    shorter = c["tested"][0]
+    assert shorter["question"] == "Which response is shorter?" and shorter["proposed_for"] == ["p03", "p11"]
+    # without it: 16 right and the two ties at half, each fold's weights fitted on the others
+    assert shorter["held_out_without"]["agreement"] == pytest.approx(17 / 18, abs=1e-4)
+    assert shorter["held_out"]["agreement"] == pytest.approx(1.0) and shorter["raises"]
+    report = (files["tmp"] / "out" / "report.md").read_text()
+    assert "### Candidate principles" in report and "Which response is shorter?" in report
+
+
+def test_proposals_in_other_scripts_are_grouped_by_their_own_words():
+    """Proposals in Russian, Chinese, Arabic or Hindi once had no words at all (ASCII only), so every
+    one of them was "the same" and all merged into one group."""
+    props = [("r1", "Какой ответ короче?"), ("r2", "Какой ответ вежливее?"), ("r3", "Какой ответ короче?"),
+             ("z1", "哪个回答更简短?"), ("z2", "哪个回答更礼貌?"), ("a1", "أي إجابة أقصر؟"), ("a2", "أي إجابة أكثر أدبا؟"),
+             ("h1", "कौन सा उत्तर छोटा है?"), ("h2", "कौन सा उत्तर अधिक विनम्र है?")]
+    groups = cand.group(props)
+    assert [g.pairs for g in groups][0] == ["r1", "r3"]
+    assert len(groups) == 8  # only the two identical Russian proposals are one
 
 
 def test_question_of_and_grouping():

@@ -43,7 +43,11 @@ def question_of(reply: str) -> str | None:
 
 
 def words(question: str) -> frozenset[str]:
-    return frozenset(w for w in re.findall(r"[a-z0-9']+", question.lower()) if w not in _COMMON)
+    """The question's words in any script (cai.quality's tokens: Unicode words, single characters
+    where a script writes no spaces), less the words every English proposal shares."""
+    from cai.quality import words as tokens
+
+    return frozenset(w for w in tokens(question) if w not in _COMMON)
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

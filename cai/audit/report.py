@@ -57,7 +57,8 @@ def lines(audit: dict) -> list[str]:
     else:
         raising = [t for t in c.get("tested", []) if t["raises"]]
         out.append(f"candidate principles: {len(raising)} of {len(c.get('tested', []))} tested raise held-out "
-                   f"agreement (from {c.get('asked', 0)} wrongly judged pairs)")
+                   f"agreement (proposed from {c.get('asked', 0)} wrongly judged pairs, scored on the "
+                   f"{c.get('scored_on', 0)} others)")
         for t in raising:
             out.append(f"  + {t['question']}  held out {shown(t['held_out_without']['agreement'], s)} → "
                        f"{shown(t['held_out']['agreement'], s)}")
@@ -134,7 +135,9 @@ def report_md(audit: dict) -> str:
         tested = cands.get("tested", [])
         L.append(f"The judge model was asked for the rule behind {cands.get('asked', 0)} pairs the fitted weights get "
                  f"wrong ({cands.get('unusable', 0)} gave no usable sentence); {len(cands.get('groups', []))} "
-                 f"distinct proposals, {len(tested)} tested as principles on every pair. Never added automatically.")
+                 f"distinct proposals, {len(tested)} tested as principles. Held-out agreement with and without a "
+                 f"candidate is scored on the {cands.get('scored_on', 0)} pairs no proposal came from (a candidate "
+                 "always fits the pairs it was written for). Never added automatically.")
         raising = [t for t in tested if t["raises"]]
         if raising:
             L += ["", "### Candidate principles", "", "| question | proposed for | alone: agreement | held out "
@@ -145,7 +148,7 @@ def report_md(audit: dict) -> str:
         others = [t for t in tested if not t["raises"]]
         if others:
             L += ["", "Tested, not raising held-out agreement: " + "; ".join(
-                f"\"{t['question']}\" ({shown(t['held_out']['agreement'], s)})" for t in others) + "."]
+                f"\"{t['question']}\" ({shown((t['held_out'] or {}).get('agreement'), s)})" for t in others) + "."]
     L += ["", "## What to do next", ""] + [f"- {x}" for x in next_steps(audit)]
     return "\n".join(L).rstrip() + "\n"
 

@@ -239,17 +239,29 @@ def _candidates(cfg, judge, templates, rows, items, cols, X, fitted, held, label
     tested_groups = groups[: cfg.candidates]
     comps = [Comparison(id=f"candidate-{k + 1}", question=g.question) for k, g in enumerate(tested_groups)]
     tested = []
+    # A candidate is scored only on pairs no proposal came from: it was written to fit the pairs it
+    # was asked about, so counting them would credit it with its own answers.
+    asked = {a[0] for a in asks}
+    fresh = [i for i in range(len(ids)) if ids[i] not in asked]
+    sub = (lambda seq: [seq[i] for i in fresh])
     if comps:
         new_cols = ask_alone(judge, comps, items, window=window, progress=progress)
-        base = held.fitted.agreement or 0.0
+        without = held_out(X[fresh], sub(labels), sub(ids), [col.weight for col in cols], judge.threshold,
+                           folds=cfg.folds, allow_zero=cfg.allow_zero) if fresh else None
         for g, c in zip(tested_groups, new_cols):
-            with_it = held_out(np.column_stack([X, features([c])]), labels, ids, [*(col.weight for col in cols), 1.0],
-                               judge.threshold, folds=cfg.folds, allow_zero=cfg.allow_zero)
             figures = principle_figures(c, ids, labels, judge.threshold).model_dump(mode="json")
-            tested.append({"question": g.question, "proposed_for": g.pairs, "variants": g.variants, "alone": figures,
-                           "held_out": with_it.fitted.model_dump(mode="json"), "held_out_without": held.fitted.model_dump(mode="json"),
-                           "raises": (with_it.fitted.agreement or 0.0) > base})
-    return {"asked": len(asks), "unusable": unusable, "groups": [g.model_dump(mode="json") for g in groups], "tested": tested}
+            row = {"question": g.question, "proposed_for": g.pairs, "variants": g.variants, "alone": figures,
+                   "scored_on": len(fresh), "held_out": None, "held_out_without": None, "raises": False}
+            if without is not None:
+                with_it = held_out(np.column_stack([X, features([c])])[fresh], sub(labels), sub(ids),
+                                   [*(col.weight for col in cols), 1.0], judge.threshold, folds=cfg.folds,
+                                   allow_zero=cfg.allow_zero)
+                row.update(held_out=with_it.fitted.model_dump(mode="json"),
+                           held_out_without=without.fitted.model_dump(mode="json"),
+                           raises=(with_it.fitted.agreement or 0.0) > (without.fitted.agreement or 0.0))
+            tested.append(row)
+    return {"asked": len(asks), "unusable": unusable, "scored_on": len(fresh),
+            "groups": [g.model_dump(mode="json") for g in groups], "tested": tested}
 
 
 def _write(cfg: AuditConfig, constitution, audit: dict, pairs_sha: str, path: Path | None) -> dict | None:
