@@ -50,6 +50,20 @@ def _pin_cpu_inference_dtype() -> None:
 _pin_cpu_inference_dtype()
 
 
+def pytest_collection_modifyitems(config, items):
+    """The fast tests first, then the slow ones, then those that start an engine of their own.
+
+    A process holds one vLLM engine, and many fast tests stop it (`shutdown_all`, so a fake engine
+    is never mistaken for a real one): run between the slow tests, each of them made the next
+    real-engine test start the session's engine again (~20-25 s a time on 2 cores). An engine
+    other than the session's (`own_engine`) stops it too, so those go last. The order within each
+    group is pytest's own."""
+    def group(item) -> int:
+        return 2 if item.get_closest_marker("own_engine") else 1 if item.get_closest_marker("slow") else 0
+
+    items.sort(key=group)  # stable: file and definition order kept inside a group
+
+
 @pytest.fixture(scope="session")
 def model_path() -> str:
     from cai.models import resolve

@@ -342,7 +342,7 @@ DRIVER = textwrap.dedent("""
 
 
 @pytest.mark.slow  # four fresh interpreters (~30 s of imports each on 2 busy cores)
-def test_sigkill_at_each_step_then_the_same_command_resumes_without_duplicates(tmp_path):
+def test_sigkill_at_each_step_then_the_same_command_resumes_without_duplicates(tmp_path, model_path):
     """One folder killed at each step in turn, the same command rerun each time: every rerun picks
     up what the last one left (a kill inside generation, then before judging, then before training)
     and the last one finishes with one history row and no duplicate generation."""
@@ -350,8 +350,14 @@ def test_sigkill_at_each_step_then_the_same_command_resumes_without_duplicates(t
     script = DRIVER.format(root=str(ROOT))
     out = tmp_path / "it"
 
+    # A home of its own, with the session's model cache in it: an empty cache would make the first
+    # run build the model from its GGUF file (~25 s) before anything this test is about happens.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "models").symlink_to(Path(model_path).parent, target_is_directory=True)
+
     def run(kill_at: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "KILL_AT": kill_at, "CAI_HOME": str(tmp_path / "home")}
+        env = {**os.environ, "KILL_AT": kill_at, "CAI_HOME": str(home)}
         return subprocess.run([sys.executable, "-c", script, cfg], env=env, capture_output=True, text=True,
                               cwd=ROOT, timeout=300)
 

@@ -366,7 +366,8 @@ def test_hf_runs_the_ids_it_counted(hf_backend, monkeypatch):
     assert out[1][0].finish_reason == "too_long" and out[0][0].finish_reason != "too_long"
 
 
-# The offline engine last: starting it stops the session's async engine (started again on next use).
+# The offline engine: starting it stops the session's async engine, so its tests carry `own_engine`
+# (the session runs them after every other test).
 @pytest.fixture(scope="module")
 def offline(model_path):
     from cai.backends import load_backend
@@ -377,6 +378,7 @@ def offline(model_path):
 
 
 @pytest.mark.slow
+@pytest.mark.own_engine
 def test_the_ids_sent_are_the_ones_vllms_chat_path_makes(offline):
     llm = offline.llm
     for conv, prefix in CASES:
@@ -389,6 +391,7 @@ def test_the_ids_sent_are_the_ones_vllms_chat_path_makes(offline):
 
 
 @pytest.mark.slow
+@pytest.mark.own_engine
 def test_offline_outputs_match_vllms_chat_path(offline, monkeypatch):
     convs = [c for c, p in CASES if p is None]
     prefixes = [p or PREFIX for _, p in CASES]
